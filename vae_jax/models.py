@@ -1,0 +1,127 @@
+"""The VAE as pure functions of explicit parameters.
+
+Flax modules define the MLPs; :class:`VAE` exposes them as pure functions for ONE example
+(batch with ``jax.vmap``):
+
+    params = vae.init(key)
+    mean, log_var = vae.encode(params, x)          # x [D] -> [K], [K]
+    out = vae.decode(params, z)                    # z [K] -> [D] logits or mean
+    vae.log_likelihood(params, x, z)               # log p(x|z), scalar, nats
+"""
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vae_jax.config import ModelConfig
+from vae_jax.distributions import bernoulli_log_prob, gaussian_log_prob
+from vae_jax.types import Array, ArrayLike, Params, PRNGKey
+
+
+def _activation(name: str):
+    return getattr(jax.nn, name)
+
+
+class MLP(nn.Module):
+    """Dense layers with an activation between them, a linear last layer."""
+
+    features: tuple[int, ...]
+    activation: str
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        for width in self.features[:-1]:
+            x = _activation(self.activation)(nn.Dense(width)(x))
+        return nn.Dense(self.features[-1])(x)
+
+
+class Encoder(nn.Module):
+    """x [D] -> (mean [K], log_var [K]) of q(z|x), log_var clipped to a safe range."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> tuple[Array, Array]:
+        c = self.config
+        out = MLP((*c.hidden, 2 * c.latent_dim), c.activation)(x)
+        mean, log_var = jnp.split(out, 2, axis=-1)
+        return mean, jnp.clip(log_var, c.min_log_var, c.max_log_var)
+
+
+class Decoder(nn.Module):
+    """z [K] -> (g(z) [D], log_sigma [D]); log_sigma is unused by the Bernoulli likelihood."""
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, z: Array) -> tuple[Array, Array]:
+        c = self.config
+        out = MLP((*reversed(c.hidden), c.data_dim), c.activation)(z)
+        if c.learn_sigma:
+            init = nn.initializers.constant(math.log(c.sigma))
+            log_sigma = self.param("log_sigma", init, (c.data_dim,), jnp.float32)
+        else:
+            log_sigma = jnp.full((c.data_dim,), math.log(c.sigma), out.dtype)
+        return out, log_sigma
+
+
+@dataclasses.dataclass(frozen=True)
+class VAE:
+    """Encoder, decoder and likelihood of a VAE as pure functions of ``params``.
+
+    ``params`` is ``{"encoder": ..., "decoder": ...}``; the learned Gaussian log-sigma, when present,
+    is ``params["decoder"]["params"]["log_sigma"]``.
+    """
+
+    config: ModelConfig
+
+    @property
+    def encoder(self) -> Encoder:
+        return Encoder(self.config)
+
+    @property
+    def decoder(self) -> Decoder:
+        return Decoder(self.config)
+
+    def init(self, key: PRNGKey) -> Params:
+        """Initial parameters drawn from ``key``."""
+        enc_key, dec_key = jax.random.split(key)
+        return {
+            "encoder": self.encoder.init(enc_key, jnp.zeros((self.config.data_dim,))),
+            "decoder": self.decoder.init(dec_key, jnp.zeros((self.config.latent_dim,))),
+        }
+
+    def encode(self, params: Params, x: ArrayLike) -> tuple[Array, Array]:
+        """x [D] -> (mean [K], log_var [K]) of q(z|x) = N(mean, diag exp(log_var))."""
+        return self.encoder.apply(params["encoder"], jnp.asarray(x, jnp.float32))
+
+    def decode(self, params: Params, z: ArrayLike) -> Array:
+        """z [K] -> g(z) [D]: Bernoulli logits, or the Gaussian mean."""
+        return self.decoder.apply(params["decoder"], z)[0]
+
+    def log_sigma(self, params: Params) -> Array:
+        """[D] log standard deviation of the Gaussian decoder (fixed or learned)."""
+        return self.decoder.apply(params["decoder"], jnp.zeros((self.config.latent_dim,)))[1]
+
+    def log_likelihood(self, params: Params, x: ArrayLike, z: ArrayLike) -> Array:
+        """log p(x|z) in nats for one example x [D] and one latent z [K].
+
+        Bernoulli: sum_d x_d log s(g_d) + (1 - x_d) log s(-g_d).
+        Gaussian: -||x - g(z)||^2 / (2 sigma^2) - D/2 log(2 pi sigma^2) (per-dimension when learned).
+        """
+        out, log_sigma = self.decoder.apply(params["decoder"], z)
+        if self.config.likelihood == "bernoulli":
+            return bernoulli_log_prob(x, out)
+        return gaussian_log_prob(x, out, log_sigma)
+
+    def mean_image(self, params: Params, z: ArrayLike) -> Array:
+        """E[x|z] [D]: sigmoid(logits) for Bernoulli, g(z) for Gaussian."""
+        out = self.decode(params, z)
+        return jax.nn.sigmoid(out) if self.config.likelihood == "bernoulli" else out
+
+    def likelihood_fn(self, params: Params):
+        """(x, z) -> log p(x|z) with ``params`` closed over, for the estimators."""
+        return lambda x, z: self.log_likelihood(params, x, z)
