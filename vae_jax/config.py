@@ -59,3 +59,105 @@ class ModelConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+OBJECTIVES = ("elbo", "iwae")
+SCHEDULES = ("constant", "cosine", "exponential")
+
+
+def _positive(name, value, kind=(int,)):
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a positive {'integer' if kind == (int,) else 'number'}, got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained.
+
+    Attributes:
+      dataset: a name from ``vae_jax.data.DATASETS``.
+      train_split, valid_split: TFDS split strings; None picks the dataset's default.
+      binarize: dynamic binarization x ~ Bernoulli(pixel), redrawn at every step (grey-level data).
+      epochs, batch_size: length of training and examples per step.
+      learning_rate, schedule, decay_rate: Adam's step size and its schedule over all steps
+        (``constant``; ``cosine`` to 0; ``exponential`` to learning_rate * decay_rate).
+      grad_clip: clip gradients to this global norm; None for no clipping.
+      objective: ``elbo`` (beta-weighted KL) or ``iwae`` (importance-weighted bound).
+      num_samples: samples of z per example (ELBO average, or k of the IWAE bound).
+      beta: weight of the KL term in the ``elbo`` objective.
+      kl_warmup_epochs: beta grows linearly from 0 to ``beta`` over these epochs (0: off).
+      seed: the base key; every random draw derives from it with ``fold_in``.
+      checkpoint_every: save every N epochs (and at the end).
+      keep_checkpoints: how many latest checkpoints to keep (the best is kept as well).
+    """
+
+    dataset: str = "binarized_mnist"
+    train_split: str | None = None
+    valid_split: str | None = None
+    binarize: bool = False
+    epochs: int = 10
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    schedule: str = "constant"
+    decay_rate: float = 0.1
+    grad_clip: float | None = None
+    objective: str = "elbo"
+    num_samples: int = 1
+    beta: float = 1.0
+    kl_warmup_epochs: int = 0
+    seed: int = 0
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 3
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "num_samples", "checkpoint_every", "keep_checkpoints"):
+            _positive(name, getattr(self, name))
+        _positive("learning_rate", self.learning_rate, (int, float))
+        _positive("decay_rate", self.decay_rate, (int, float))
+        if self.grad_clip is not None:
+            _positive("grad_clip", self.grad_clip, (int, float))
+        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not self.beta >= 0:
+            raise ValueError(f"beta must be a non-negative number, got {self.beta!r}.")
+        if isinstance(self.kl_warmup_epochs, bool) or not isinstance(self.kl_warmup_epochs, int) \
+                or self.kl_warmup_epochs < 0:
+            raise ValueError(f"kl_warmup_epochs must be a non-negative integer, got {self.kl_warmup_epochs!r}.")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; choose one of {OBJECTIVES}.")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines a training run; saved as ``WORKDIR/config.json`` and in each checkpoint."""
+
+    model: ModelConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "train": dataclasses.asdict(self.train)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
+        return cls(ModelConfig.from_dict(data["model"]), TrainConfig(**data["train"]))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ExperimentConfig":
+        return cls.from_dict(json.loads(text))
+
+    def differences(self, other: "ExperimentConfig") -> list[str]:
+        """Human-readable ``section.field: theirs != mine`` lines.
+
+        ``epochs`` may differ (a run can be extended) unless the learning-rate schedule depends on it.
+        """
+        mine, theirs = self.to_dict(), other.to_dict()
+        extendable = self.train.schedule == "constant"
+        lines = []
+        for section in mine:
+            for key, value in mine[section].items():
+                if not (key == "epochs" and extendable) and value != theirs[section].get(key):
+                    lines.append(f"{section}.{key}: {theirs[section].get(key)!r} (saved) != {value!r} (now)")
+        return lines

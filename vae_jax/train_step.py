@@ -1,0 +1,118 @@
+"""The training step: loss, gradient and optax update in one jit region, scanned over an epoch.
+
+Randomness of step ``t`` comes from ``fold_in(train_key, t)``, so a resumed run draws exactly what an
+uninterrupted one would.
+"""
+
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from vae_jax.config import TrainConfig
+from vae_jax.data import binarize
+from vae_jax.estimators import importance_log_marginal
+from vae_jax.models import VAE
+from vae_jax.objectives import elbo_terms
+from vae_jax.types import Array, Params, PRNGKey
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Immutable training state: a step counter, the parameters and the optimizer state."""
+
+    step: Array  # int32 scalar: optimizer updates applied so far
+    params: Params
+    opt_state: optax.OptState
+
+    @classmethod
+    def create(cls, params: Params, optimizer: optax.GradientTransformation) -> "TrainState":
+        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+
+def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """Adam with the configured schedule over ``total_steps``, after optional global-norm clipping."""
+    lr = config.learning_rate
+    schedule = {
+        "constant": lambda: optax.constant_schedule(lr),
+        "cosine": lambda: optax.cosine_decay_schedule(lr, max(total_steps, 1)),
+        "exponential": lambda: optax.exponential_decay(lr, max(total_steps, 1), config.decay_rate),
+    }[config.schedule]()
+    clip = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip is not None else []
+    return optax.chain(*clip, optax.adam(schedule))
+
+
+def example_loss(vae: VAE, config: TrainConfig, params: Params, key: PRNGKey, x: Array, beta: Array):
+    """Loss for one example x [D] and its metrics (elbo, reconstruction, kl), all scalars.
+
+    ``elbo``: -(E_q[log p(x|z)] - beta KL) with ``num_samples`` draws.
+    ``iwae``: -log (1/k) sum_k p(x, z_k) / q(z_k|x), k = ``num_samples``.
+    """
+    mean, log_var = vae.encode(params, x)
+    log_likelihood = vae.likelihood_fn(params)
+    reconstruction, kl = elbo_terms(key, log_likelihood, x, mean, log_var, config.num_samples)
+    if config.objective == "elbo":
+        loss = -(reconstruction - beta * kl)
+    else:
+        loss = -importance_log_marginal(key, log_likelihood, x, mean, log_var, config.num_samples)
+    return loss, {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
+
+
+def kl_weight(config: TrainConfig, step: Array, steps_per_epoch: int) -> Array:
+    """beta, ramped linearly from 0 over ``kl_warmup_epochs`` when a warm-up is set."""
+    if config.kl_warmup_epochs == 0:
+        return jnp.asarray(config.beta, jnp.float32)
+    ramp = (step + 1) / (config.kl_warmup_epochs * steps_per_epoch)
+    return config.beta * jnp.minimum(ramp, 1.0).astype(jnp.float32)
+
+
+def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTransformation,
+                     steps_per_epoch: int):
+    """Returns ``train_epoch(state, batches [S, B, D], train_key) -> (state, metrics)``, jitted.
+
+    One ``lax.scan`` over the epoch's steps. A step whose loss or gradient is not finite is not
+    applied; ``metrics["first_bad_step"]`` names the first such step (-1 when all were finite).
+    Other metrics are averages over the epoch's examples.
+    """
+
+    def batch_loss(params, keys, xs, beta):
+        losses, metrics = jax.vmap(functools.partial(example_loss, vae, config, params), (0, 0, None))(
+            keys, xs, beta
+        )
+        return jnp.mean(losses), jax.tree_util.tree_map(jnp.mean, metrics)
+
+    def step(carry, xs):
+        state, first_bad, train_key = carry
+        step_key = jax.random.fold_in(train_key, state.step)
+        if config.binarize:
+            xs = binarize(jax.random.fold_in(step_key, 1), xs)
+        keys = jax.random.split(jax.random.fold_in(step_key, 0), xs.shape[0])
+        beta = kl_weight(config, state.step, steps_per_epoch)
+        (loss, metrics), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params, keys, xs, beta)
+        leaves_finite = [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]
+        finite = jnp.isfinite(loss) & jnp.all(jnp.stack(leaves_finite))
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        applied = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
+        new = jax.tree_util.tree_map(lambda a, s: jnp.where(finite, a, s), applied, state)  # skip a bad step
+        first_bad = jnp.where((first_bad < 0) & ~finite, state.step, first_bad)
+        return (new.replace(step=state.step + 1), first_bad, train_key), dict(metrics, loss=loss)
+
+    @jax.jit
+    def train_epoch(state: TrainState, batches: Array, train_key: PRNGKey):
+        (state, first_bad, _), metrics = jax.lax.scan(step, (state, jnp.int32(-1), train_key), batches)
+        metrics = jax.tree_util.tree_map(jnp.mean, metrics)
+        return state, dict(metrics, first_bad_step=first_bad)
+
+    return train_epoch
+
+
+def make_eval_elbo(vae: VAE, num_samples: int = 1):
+    """Returns jitted ``(params, keys [B], xs [B, D]) -> {"elbo", "reconstruction", "kl"}`` each [B]."""
+
+    def one(params, key, x):
+        mean, log_var = vae.encode(params, x)
+        rec, kl = elbo_terms(key, vae.likelihood_fn(params), x, mean, log_var, num_samples)
+        return {"elbo": rec - kl, "reconstruction": rec, "kl": kl}
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))
