@@ -78,8 +78,9 @@ def _missing_files_message(name: str, split: str, missing: list[str], dirs: list
 def _prepare(name: str, base_split: str, data_dir: Path, manual_dir, download: bool):
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder(f"{BUILDERS[name].name}/{base_split}", data_dir=str(data_dir),
-                           file_format="array_record")
+    with _quiet_tfds():
+        builder = tfds.builder(f"{BUILDERS[name].name}/{base_split}", data_dir=str(data_dir),
+                               file_format="array_record")
     if builder.is_prepared():
         return builder
     dirs = _manual_dirs(manual_dir, data_dir)
@@ -132,15 +133,25 @@ def load(name: str, split: str, *, data_dir=None, manual_dir=None, download: boo
         )
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     builder = _prepare(name, match["base"], data_dir, manual_dir, download)
+    splits = builder.info.splits  # empty under tfds.testing.mock_data
+    if splits and splits[split].num_examples == 0:
+        raise ValueError(f"split {split!r} of {name} is empty; choose a non-empty slice.")
     with _quiet_tfds():
         source = builder.as_data_source(split=split)
-    if len(source) == 0:
-        raise ValueError(f"split {split!r} of {name} is empty; choose a non-empty slice.")
-    records = source.__getitems__(list(range(len(source))))
+    records = _read_all(source)
     images = np.stack([r["image"] for r in records]).reshape(len(records), -1)
     scale = 1.0 if name == "binarized_mnist" else 255.0
     labels = np.array([r["label"] for r in records], np.int32) if SPECS[name].has_labels else None
     return ArrayDataset((images / scale).astype(np.float32), labels, name, split)
+
+
+def _read_all(source) -> list[dict]:
+    """All records of a data source; bulk ``__getitems__`` is ~6x faster than reading one by one."""
+    indices = list(range(len(source)))
+    try:
+        return source.__getitems__(indices)
+    except TypeError:  # tfds.testing.mock_data's source has no bulk read
+        return [source[i] for i in indices]
 
 
 def epoch_batches(key: PRNGKey, images: Array, batch_size: int) -> Array:
