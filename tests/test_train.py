@@ -1,0 +1,127 @@
+"""Training: the jitted epoch, optimizers, non-finite steps, checkpoints and exact resume."""
+
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vae_jax.checkpoint import Checkpointer
+from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
+from vae_jax.models import VAE
+from vae_jax.train_loop import ConfigMismatchError, DataOptions, train_and_evaluate
+from vae_jax.train_step import TrainState, kl_weight, make_optimizer, make_train_epoch
+
+
+def small_config(**train_kwargs) -> ExperimentConfig:
+    kwargs = dict(train_split="train[:1000]", valid_split="validation[:200]", epochs=3, batch_size=50)
+    kwargs.update(train_kwargs)
+    return ExperimentConfig(ModelConfig(latent_dim=4, hidden=(32,)), TrainConfig(**kwargs))
+
+
+def _toy_setup(objective="elbo", num_samples=1):
+    config = ExperimentConfig(ModelConfig(data_dim=16, latent_dim=2, hidden=(8,)),
+                              TrainConfig(objective=objective, num_samples=num_samples, learning_rate=1e-2))
+    vae = VAE(config.model)
+    optimizer = make_optimizer(config.train, 100)
+    state = TrainState.create(vae.init(jax.random.key(0)), optimizer)
+    # Two prototypes with 5% of the bits flipped: learnable structure (random bits would not be).
+    prototypes = jnp.array([[1.0] * 8 + [0.0] * 8, [0.0] * 8 + [1.0] * 8])
+    flips = jax.random.bernoulli(jax.random.key(1), 0.05, (40, 16))
+    xs = jnp.abs(prototypes[jnp.arange(40) % 2] - flips)
+    return config, vae, optimizer, state, xs.reshape(4, 10, 16)
+
+
+@pytest.mark.parametrize("objective, k", [("elbo", 1), ("iwae", 5)])
+def test_epoch_compiles_once_and_improves_the_objective(objective, k):
+    config, vae, optimizer, state, batches = _toy_setup(objective, k)
+    train_epoch = make_train_epoch(vae, config.train, optimizer, steps_per_epoch=4)
+    first = None
+    for epoch in range(15):
+        state, metrics = train_epoch(state, batches, jax.random.key(2))
+        first = first if first is not None else metrics
+    assert train_epoch._cache_size() == 1  # one compilation for all epochs
+    assert int(state.step) == 60 and int(metrics["first_bad_step"]) == -1
+    assert metrics["loss"] < first["loss"] - 1.0
+    chex.assert_tree_all_finite(state.params)
+
+
+def test_non_finite_step_is_skipped_and_reported():
+    config, vae, optimizer, state, batches = _toy_setup()
+    batches = batches.at[2, 0, 0].set(jnp.nan)
+    train_epoch = make_train_epoch(vae, config.train, optimizer, steps_per_epoch=4)
+    new_state, metrics = train_epoch(state, batches, jax.random.key(2))
+    assert int(metrics["first_bad_step"]) == 2
+    chex.assert_tree_all_finite(new_state.params)
+    assert int(new_state.step) == 4
+
+
+def test_kl_warmup_ramps_linearly():
+    config = TrainConfig(beta=2.0, kl_warmup_epochs=2)
+    assert float(kl_weight(config, jnp.int32(0), 10)) == pytest.approx(2.0 * 1 / 20)
+    assert float(kl_weight(config, jnp.int32(9), 10)) == pytest.approx(1.0)
+    assert float(kl_weight(config, jnp.int32(500), 10)) == pytest.approx(2.0)
+    assert float(kl_weight(TrainConfig(beta=0.5), jnp.int32(0), 10)) == 0.5
+
+
+@pytest.mark.parametrize("schedule, final", [("constant", 1e-3), ("cosine", 0.0), ("exponential", 1e-4)])
+def test_learning_rate_schedules(schedule, final):
+    optimizer = make_optimizer(TrainConfig(schedule=schedule, learning_rate=1e-3, decay_rate=0.1), 100)
+    params = {"w": jnp.zeros(())}
+    state = optimizer.init(params)
+    for _ in range(100):  # Adam's first step moves by ~lr regardless of the gradient's size
+        _, state = optimizer.update({"w": jnp.ones(())}, state, params)
+    updates, _ = optimizer.update({"w": jnp.ones(())}, state, params)
+    assert abs(float(updates["w"])) == pytest.approx(final, abs=1e-6, rel=1e-2)
+
+
+def test_gradient_clipping_is_applied():
+    optimizer = make_optimizer(TrainConfig(grad_clip=1.0), 10)
+    params = {"w": jnp.zeros(3)}
+    clipped = optax.clip_by_global_norm(1.0).update({"w": jnp.full(3, 100.0)}, optax.EmptyState())[0]
+    np.testing.assert_allclose(jnp.linalg.norm(clipped["w"]), 1.0, rtol=1e-6)
+    updates, _ = optimizer.update({"w": jnp.full(3, 100.0)}, optimizer.init(params), params)
+    chex.assert_tree_all_finite(updates)
+
+
+def test_resume_ends_with_the_same_parameters(shared_data, data_dir, tmp_path):
+    options = DataOptions(data_dir=str(data_dir), manual_dir=str(shared_data))
+    straight = train_and_evaluate(small_config(epochs=3), tmp_path / "straight", options, progress=False)
+    train_and_evaluate(small_config(epochs=2), tmp_path / "resumed", options, progress=False)
+    resumed = train_and_evaluate(small_config(epochs=3), tmp_path / "resumed", options, progress=False)
+    chex.assert_trees_all_equal(straight.params, resumed.params)
+    chex.assert_trees_all_equal(straight.opt_state, resumed.opt_state)
+    lines = [json.loads(l) for l in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2, 3]
+    straight_lines = [json.loads(l) for l in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["valid_elbo"] == straight_lines[-1]["valid_elbo"]
+    for key in ("train_elbo", "valid_elbo", "train_kl", "valid_reconstruction", "seconds", "examples_per_second"):
+        assert key in lines[-1]
+
+
+def test_changed_config_is_refused(shared_data, data_dir, tmp_path):
+    options = DataOptions(data_dir=str(data_dir), manual_dir=str(shared_data))
+    train_and_evaluate(small_config(epochs=1), tmp_path / "run", options, progress=False)
+    with pytest.raises(ConfigMismatchError, match="learning_rate"):
+        train_and_evaluate(small_config(epochs=1, learning_rate=0.5), tmp_path / "run", options, progress=False)
+    train_and_evaluate(small_config(epochs=1, schedule="cosine"), tmp_path / "cos", options, progress=False)
+    with pytest.raises(ConfigMismatchError, match="epochs"):  # a cosine schedule depends on the length
+        train_and_evaluate(small_config(epochs=2, schedule="cosine"), tmp_path / "cos", options, progress=False)
+
+
+def test_checkpoints_keep_latest_and_best(shared_data, data_dir, tmp_path):
+    options = DataOptions(data_dir=str(data_dir), manual_dir=str(shared_data))
+    config = small_config(epochs=5, keep_checkpoints=2)
+    train_and_evaluate(config, tmp_path / "run", options, progress=False)
+    ckpt = Checkpointer(tmp_path / "run" / "checkpoints", keep=2)
+    steps = ckpt.steps()
+    metrics = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    best = max(metrics, key=lambda m: m["valid_elbo"])["step"]
+    assert steps[-2:] == [80, 100] and best in steps and len(steps) <= 3
+    assert ckpt.best_step() == best
+    meta = ckpt.read_meta(100)
+    assert ExperimentConfig.from_dict(meta["config"]) == config and meta["epoch"] == 5
+    ckpt.close()
