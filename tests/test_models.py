@@ -49,7 +49,9 @@ def test_batched_with_vmap_matches_single():
     vae, params, _ = _setup()
     xs = jnp.round(jax.random.uniform(jax.random.key(2), (5, 12)))
     means, _ = jax.vmap(vae.encode, (None, 0))(params, xs)
-    np.testing.assert_allclose(means[3], vae.encode(params, xs[3])[0], rtol=1e-6)
+    # Batched and single matmuls sum in different orders: float32 rounding relative to the size of
+    # the summands (~1), not of a result that may cancel to near 0.
+    np.testing.assert_allclose(means[3], vae.encode(params, xs[3])[0], rtol=1e-6, atol=1e-6)
 
 
 def test_log_var_is_clipped_to_safe_range():

@@ -57,7 +57,7 @@ def test_reparameterize_moments_and_gradient():
     eps = (vj.reparameterize(key, MEAN, LOG_VAR) - MEAN) / std
     grad_mean, grad_lv = jax.grad(lambda m, lv: vj.reparameterize(key, m, lv).sum(), (0, 1))(MEAN, LOG_VAR)
     np.testing.assert_allclose(grad_mean, 1.0)
-    np.testing.assert_allclose(grad_lv, 0.5 * std * eps, rtol=1e-5)
+    np.testing.assert_allclose(grad_lv, 0.5 * std * eps, rtol=1e-5, atol=1e-6)  # eps recovered with rounding
 
 
 def _oracle():

@@ -78,9 +78,8 @@ def _missing_files_message(name: str, split: str, missing: list[str], dirs: list
 def _prepare(name: str, base_split: str, data_dir: Path, manual_dir, download: bool):
     import tensorflow_datasets as tfds
 
-    with _quiet_tfds():
-        builder = tfds.builder(f"{BUILDERS[name].name}/{base_split}", data_dir=str(data_dir),
-                               file_format="array_record")
+    builder = tfds.builder(f"{BUILDERS[name].name}/{base_split}", data_dir=str(data_dir),
+                           file_format="array_record")
     if builder.is_prepared():
         return builder
     dirs = _manual_dirs(manual_dir, data_dir)
@@ -88,8 +87,7 @@ def _prepare(name: str, base_split: str, data_dir: Path, manual_dir, download: b
     if missing and not download:
         raise DataFileError(_missing_files_message(name, base_split, missing, dirs))
     config = tfds.download.DownloadConfig(manual_dir=str(dirs[0]), force_checksums_validation=True)
-    with _quiet_tfds():
-        builder.download_and_prepare(file_format="array_record", download_config=config)
+    builder.download_and_prepare(file_format="array_record", download_config=config)
     return builder
 
 
@@ -132,13 +130,12 @@ def load(name: str, split: str, *, data_dir=None, manual_dir=None, download: boo
             "optionally sliced as in TFDS (e.g. 'train[:1000]', 'test[80%:]')."
         )
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-    builder = _prepare(name, match["base"], data_dir, manual_dir, download)
-    splits = builder.info.splits  # empty under tfds.testing.mock_data
-    if splits and splits[split].num_examples == 0:
-        raise ValueError(f"split {split!r} of {name} is empty; choose a non-empty slice.")
     with _quiet_tfds():
-        source = builder.as_data_source(split=split)
-    records = _read_all(source)
+        builder = _prepare(name, match["base"], data_dir, manual_dir, download)
+        splits = builder.info.splits  # empty under tfds.testing.mock_data
+        if splits and splits[split].num_examples == 0:
+            raise ValueError(f"split {split!r} of {name} is empty; choose a non-empty slice.")
+        records = _read_all(builder.as_data_source(split=split))
     images = np.stack([r["image"] for r in records]).reshape(len(records), -1)
     scale = 1.0 if name == "binarized_mnist" else 255.0
     labels = np.array([r["label"] for r in records], np.int32) if SPECS[name].has_labels else None

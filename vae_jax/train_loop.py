@@ -18,7 +18,7 @@ from vae_jax.models import VAE
 from vae_jax.train_step import TrainState, make_eval_elbo, make_optimizer, make_train_epoch
 
 # Streams derived from the base key with fold_in; fixed forever so runs stay reproducible.
-INIT_STREAM, DATA_STREAM, TRAIN_STREAM, EVAL_STREAM = 0, 1, 2, 3
+INIT_STREAM, DATA_STREAM, TRAIN_STREAM, EVAL_STREAM, BINARIZE_STREAM = 0, 1, 2, 3, 4
 
 
 class ConfigMismatchError(Exception):
@@ -38,8 +38,8 @@ class DataOptions:
     download: bool = False
 
 
-def check_workdir_config(workdir: Path, config: ExperimentConfig):
-    """Writes ``config.json``, or refuses a workdir whose saved config disagrees with ``config``."""
+def check_workdir_config(workdir: Path, config: ExperimentConfig, write: bool = True):
+    """Refuses a workdir whose saved config disagrees with ``config``; then writes ``config.json``."""
     path = workdir / "config.json"
     if path.exists():
         saved = ExperimentConfig.from_json(path.read_text())
@@ -49,6 +49,8 @@ def check_workdir_config(workdir: Path, config: ExperimentConfig):
                 f"{workdir} holds a run with a different configuration:\n  " + "\n  ".join(diffs)
                 + "\nRun with the saved options to resume it (only --epochs may change), or use a new --workdir."
             )
+    if not write:
+        return
     workdir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(config.to_json())
@@ -109,11 +111,12 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
     """
     workdir = Path(workdir)
     tc = config.train
-    check_workdir_config(workdir, config)
-    train, valid = load_training_data(config, options)
+    check_workdir_config(workdir, config, write=False)
+    train, valid = load_training_data(config, options)  # bad data fails before anything is written
     steps_per_epoch = len(train) // tc.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch size {tc.batch_size} is larger than the training split ({len(train)} examples).")
+    check_workdir_config(workdir, config)
     vae = VAE(config.model)
     optimizer = make_optimizer(tc, tc.epochs * steps_per_epoch)
     base_key = jax.random.key(tc.seed)
@@ -131,6 +134,8 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
     _rewrite_metrics(metrics_path, start_epoch)
 
     images, valid_images = jnp.asarray(train.images), valid.images
+    if tc.binarize:  # validate on one fixed binarization, so epochs are comparable
+        valid_images = np.asarray(data_lib.binarize(jax.random.fold_in(base_key, BINARIZE_STREAM), valid_images))
     train_key = jax.random.fold_in(base_key, TRAIN_STREAM)
     compile_start = time.perf_counter()
     first_batches = data_lib.epoch_batches(jax.random.fold_in(base_key, DATA_STREAM), images, tc.batch_size)
