@@ -40,18 +40,19 @@ class LogMeanExpStats(NamedTuple):
     ess: Array
 
 
-def _stream_log_mean_exp(
+def stream_log_mean_exp(
     log_weights: Callable[[Array], Array], num_samples: int, chunk_size: int | None
 ) -> LogMeanExpStats:
     """Runs ``log_weights`` over sample indices 0..M-1 in chunks and reduces them stably.
 
     Args:
-      log_weights: [C] int32 sample indices -> [C] log-weights log w_m.
+      log_weights: [C] int32 sample indices -> [C, ...] log-weights log w_m (trailing axes, e.g. one
+        per example, are reduced independently).
       num_samples: M.
       chunk_size: C, samples evaluated at once; None evaluates all M at once.
 
     Returns:
-      the estimate of log p(x) with its standard error and effective sample size.
+      the estimate of log p(x) with its standard error and effective sample size, each [...].
     """
     num_samples = validation.check_positive_int("num_samples", num_samples)
     chunk = min(validation.check_chunk_size(chunk_size) or num_samples, num_samples)
@@ -59,8 +60,10 @@ def _stream_log_mean_exp(
 
     def chunk_sums(start):
         indices = start + jnp.arange(chunk, dtype=jnp.int32)
-        log_w = jnp.where(indices < num_samples, log_weights(indices), -jnp.inf)  # pad the last chunk
-        return jax.nn.logsumexp(log_w), jax.nn.logsumexp(2.0 * log_w)
+        log_w = log_weights(indices)
+        valid = (indices < num_samples).reshape((chunk,) + (1,) * (log_w.ndim - 1))
+        log_w = jnp.where(valid, log_w, -jnp.inf)  # pad the last chunk
+        return jax.nn.logsumexp(log_w, axis=0), jax.nn.logsumexp(2.0 * log_w, axis=0)
 
     sums = chunk_sums(0)
     if num_chunks > 1:
@@ -121,7 +124,7 @@ def importance_log_marginal_stats(
         log_joint = jax.vmap(lambda z_k: log_likelihood(x, z_k) + standard_normal_log_prob(z_k))(z)
         return log_joint - log_q
 
-    return _stream_log_mean_exp(log_weights, num_samples, chunk_size)
+    return stream_log_mean_exp(log_weights, num_samples, chunk_size)
 
 
 def importance_log_marginal(
@@ -176,7 +179,7 @@ def naive_log_marginal_stats(
         z = standard_normal_stream(key, indices, latent_dim, x.dtype)  # [C, K]
         return jax.vmap(log_likelihood, in_axes=(None, 0))(x, z)
 
-    return _stream_log_mean_exp(log_weights, num_samples, chunk_size)
+    return stream_log_mean_exp(log_weights, num_samples, chunk_size)
 
 
 def naive_log_marginal(

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax.estimators import importance_log_marginal_stats, naive_log_marginal_stats
+from vae_jax.estimators import importance_log_marginal_stats
+from vae_jax.shared_samples import naive_log_marginal_shared
 from vae_jax.models import VAE
 from vae_jax.objectives import elbo_terms
 from vae_jax.types import Params, PRNGKey
@@ -37,10 +38,13 @@ def map_in_batches(fn, key: PRNGKey, images: np.ndarray, batch_size: int) -> dic
     return {name: value[:n] for name, value in merged.items()}
 
 
-def make_estimator_fns(vae: VAE, params: Params, *, elbo_samples: int, num_samples: int,
+def make_estimator_fns(vae: VAE, params: Params, naive_key: PRNGKey, *, elbo_samples: int, num_samples: int,
                        naive_samples: int, chunk_size: int) -> dict:
-    """Jitted ``(keys [B], xs [B, D]) -> {name: [B]}`` for each estimator, params closed over."""
-    k = vae.config.latent_dim
+    """Jitted ``(keys [B], xs [B, D]) -> {name: [B]}`` for each estimator, params closed over.
+
+    The naive estimator ignores the per-example keys: all examples share the prior samples of
+    ``naive_key``, decoded once per chunk (:func:`vae_jax.shared_samples.naive_log_marginal_shared`).
+    """
     ll = vae.likelihood_fn(params)
 
     def elbo_one(key, x):
@@ -53,16 +57,21 @@ def make_estimator_fns(vae: VAE, params: Params, *, elbo_samples: int, num_sampl
         stats = importance_log_marginal_stats(key, ll, x, mean, log_var, num_samples, chunk_size)
         return {"value": stats.log_marginal, "mc_stderr": stats.stderr, "ess": stats.ess}
 
-    def naive_one(key, x):
-        stats = naive_log_marginal_stats(key, ll, x, k, naive_samples, chunk_size)
+    def naive_batch(keys, xs):
+        matrix = functools.partial(vae.log_likelihood_matrix, params)
+        stats = naive_log_marginal_shared(naive_key, matrix, xs, vae.config.latent_dim, naive_samples, chunk_size)
         return {"value": stats.log_marginal, "mc_stderr": stats.stderr, "ess": stats.ess}
 
-    fns = {"elbo": elbo_one, "importance": importance_one, "naive": naive_one}
-    return {name: jax.jit(jax.vmap(fn)) for name, fn in fns.items()}
+    return {"elbo": jax.jit(jax.vmap(elbo_one)), "importance": jax.jit(jax.vmap(importance_one)),
+            "naive": jax.jit(naive_batch)}
 
 
 def summarize(values: dict[str, np.ndarray]) -> dict[str, float]:
-    """Mean over examples, its standard error over examples, and averaged diagnostics."""
+    """Mean over examples, its standard error over examples, and averaged diagnostics.
+
+    ``mc_stderr`` combines the examples' Monte Carlo errors as if independent; for the naive
+    estimator, whose examples share prior samples, it is an approximation.
+    """
     v = values["value"]
     out = {"mean": float(np.mean(v)), "stderr": float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")}
     if "mc_stderr" in values:
@@ -89,14 +98,15 @@ def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, *,
     unknown = set(estimators) - set(ESTIMATORS)
     if unknown:
         raise ValueError(f"unknown estimator(s) {sorted(unknown)}; choose from {ESTIMATORS}.")
-    fns = make_estimator_fns(vae, params, elbo_samples=elbo_samples, num_samples=num_samples,
+    keys = {name: jax.random.fold_in(key, i) for i, name in enumerate(ESTIMATORS)}
+    fns = make_estimator_fns(vae, params, keys["naive"], elbo_samples=elbo_samples, num_samples=num_samples,
                              naive_samples=naive_samples, chunk_size=chunk_size)
+    batch_sizes = {"elbo": 500, "importance": batch_size, "naive": 250}
     counts = {"elbo": elbo_samples, "importance": num_samples, "naive": naive_samples}
     result = {"num_examples": int(images.shape[0]), "seconds": {}}
     for name in estimators:
         start = time.perf_counter()
-        values = map_in_batches(fns[name], jax.random.fold_in(key, ESTIMATORS.index(name)), images,
-                                batch_size if name != "elbo" else 500)
+        values = map_in_batches(fns[name], keys[name], images, batch_sizes[name])
         result["seconds"][name] = time.perf_counter() - start
         result[name] = {"num_samples": counts[name], **summarize(values)}
         if progress is not None:

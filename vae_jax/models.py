@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax.config import ModelConfig
-from vae_jax.distributions import bernoulli_log_prob, gaussian_log_prob
+from vae_jax.distributions import LOG_2PI, bernoulli_log_prob, gaussian_log_prob
 from vae_jax.types import Array, ArrayLike, Params, PRNGKey
 
 
@@ -116,6 +116,22 @@ class VAE:
         if self.config.likelihood == "bernoulli":
             return bernoulli_log_prob(x, out)
         return gaussian_log_prob(x, out, log_sigma)
+
+    def log_likelihood_matrix(self, params: Params, xs: ArrayLike, z: ArrayLike) -> Array:
+        """log p(x_n | z_c) for every pair: xs [N, D], z [C, K] -> [N, C], as matrix products.
+
+        Each z_c is decoded once, not once per example. Bernoulli: x . g - sum softplus(g).
+        Gaussian: -1/2 (x^2 . p - 2 x . (g p) + g^2 . p) - sum log sigma - D/2 log 2 pi, p = sigma^-2.
+        The expanded Gaussian form rounds relative to ||x||^2 / sigma^2, not to the residual.
+        """
+        xs = jnp.asarray(xs, jnp.float32)
+        out, log_sigma = jax.vmap(lambda z_c: self.decoder.apply(params["decoder"], z_c))(jnp.asarray(z))
+        if self.config.likelihood == "bernoulli":
+            return xs @ out.T - jnp.sum(jax.nn.softplus(out), axis=-1)
+        log_sigma = log_sigma[0]
+        precision = jnp.exp(-2.0 * log_sigma)
+        quadratic = (xs**2 @ precision)[:, None] - 2.0 * (xs * precision) @ out.T + (out**2 @ precision)[None, :]
+        return -0.5 * quadratic - jnp.sum(log_sigma) - 0.5 * xs.shape[-1] * LOG_2PI
 
     def mean_image(self, params: Params, z: ArrayLike) -> Array:
         """E[x|z] [D]: sigmoid(logits) for Bernoulli, g(z) for Gaussian."""
