@@ -6,7 +6,6 @@ Each function takes ``rtol``: the relative tolerance of float rounding for the d
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import vae_jax as vj

@@ -1,6 +1,5 @@
 """Log densities against scipy.stats and exact closed forms."""
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats

@@ -6,7 +6,6 @@ Errors in the user's input end with a one-line message on stderr and exit code 2
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from vae_jax import commands
 from vae_jax.checkpoint import CheckpointError

@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vae_jax.tfds_builders import BUILDERS, SPECS, DataFileError, find_local_file

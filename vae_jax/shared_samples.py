@@ -10,7 +10,6 @@ examples' estimates are correlated with each other, since they share samples.
 import math
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 
 from vae_jax import validation

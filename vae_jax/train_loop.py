@@ -97,8 +97,9 @@ def _rewrite_metrics(path: Path, last_epoch: int):
         path.write_text("".join(l + "\n" for l in lines))
 
 
-def validation_elbo(vae: VAE, params, images, key) -> dict[str, float]:
-    values = map_in_batches(lambda k, x: make_eval_elbo(vae)(params, k, x), key, images, 500)
+def validation_elbo(eval_elbo, params, images, key) -> dict[str, float]:
+    """Average ELBO, reconstruction and KL over ``images`` with ``eval_elbo`` from ``make_eval_elbo``."""
+    values = map_in_batches(lambda k, x: eval_elbo(params, k, x), key, images, 500)
     return {name: float(np.mean(v)) for name, v in values.items()}
 
 
@@ -142,6 +143,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
     train_epoch = make_train_epoch(vae, tc, optimizer, steps_per_epoch).lower(state, first_batches, train_key).compile()
     log(f"compiled the training epoch in {time.perf_counter() - compile_start:.1f} s "
         f"({steps_per_epoch} steps of {tc.batch_size} examples)")
+    eval_elbo = make_eval_elbo(vae)
     saved_epoch = start_epoch
     bar = tqdm(range(start_epoch + 1, tc.epochs + 1), desc="epochs", disable=not progress,
                initial=start_epoch, total=tc.epochs)
@@ -160,7 +162,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
                 )
             state = new_state
             seconds = time.perf_counter() - start
-            valid_metrics = validation_elbo(vae, state.params, valid_images,
+            valid_metrics = validation_elbo(eval_elbo, state.params, valid_images,
                                             jax.random.fold_in(base_key, EVAL_STREAM))
             record = {"epoch": epoch, "step": int(state.step),
                       **{f"train_{k}": float(v) for k, v in train_metrics.items()},
