@@ -11,15 +11,13 @@ keys, and, for the 2-D model, a ground truth by grid quadrature. Writes
 
 import argparse
 import functools
-import json
-import platform
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-import vae_jax
+from common import data_args, run_meta, write_results
 from vae_jax import data as data_lib
 from vae_jax.commands import load_run
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
@@ -38,8 +36,7 @@ DEFAULT = dict(latent_dims=(2, 5, 10, 20, 50), epochs=30, train_split="train", n
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--manual-dir", help="folder with the binarized MNIST files")
-    p.add_argument("--data-dir", help="where prepared datasets are cached")
+    data_args(p)
     p.add_argument("--workdir", default="runs/estimators", help="where the models are trained (resumable)")
     p.add_argument("--output", default="experiments/results/estimators", help="results folder")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test / CI")
@@ -157,13 +154,8 @@ def main(argv=None):
               f"IS {results[-1]['importance'][max(settings['is_samples'])]['mean']:.2f}, "
               f"naive {list(results[-1]['naive'].values())[-1]['mean']:.2f}  ({time.perf_counter() - start:.0f} s)",
               flush=True)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"settings": settings, "seconds": time.perf_counter() - start, "machine": platform.platform(),
-            "processor": platform.processor(), "devices": [str(d) for d in jax.devices()],
-            "versions": {"vae_jax": vae_jax.__version__, "jax": jax.__version__, "numpy": np.__version__}}
-    (out / "estimators.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    (out / "estimators.md").write_text(markdown(results))
+    payload = {"meta": run_meta(settings, time.perf_counter() - start), "results": results}
+    out = write_results(args.output, "estimators", payload, markdown(results))
     plot(results, out / "estimators.png")
     print(f"wrote {out}/estimators.json, estimators.md, estimators.png")
 

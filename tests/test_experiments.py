@@ -27,3 +27,39 @@ def test_estimator_comparison_quick(shared_data, data_dir, tmp_path):
     assert r["importance"]["100"]["mean"] <= quadrature["mean"] + 0.05
     assert (tmp_path / "out" / "estimators.png").stat().st_size > 10_000
     assert "| 2 |" in (tmp_path / "out" / "estimators.md").read_text()
+
+
+@pytest.mark.slow
+def test_gaussian_decoder_quick(shared_data, data_dir, tmp_path):
+    import gaussian_decoder
+
+    gaussian_decoder.main(["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir),
+                           "--workdir", str(tmp_path / "runs"), "--output", str(tmp_path / "out")])
+    rows = json.loads((tmp_path / "out" / "gaussian_decoder.json").read_text())["results"]
+    assert [r["sigma2"] for r in rows] == [0.01, 1.0]
+    # A smaller sigma^2 weights reconstruction more: the posterior moves further from the prior.
+    assert rows[0]["elbo"]["kl"] > rows[1]["elbo"]["kl"]
+    assert all(r["importance"]["mean"] >= r["elbo"]["mean"] - 0.5 for r in rows)
+    assert (tmp_path / "out" / "samples_sigma2_0.01.png").exists()
+
+
+@pytest.mark.slow
+def test_burda_quick(shared_data, data_dir, tmp_path):
+    import burda
+
+    burda.main(["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir),
+                "--workdir", str(tmp_path / "runs"), "--output", str(tmp_path / "out")])
+    rows = json.loads((tmp_path / "out" / "burda.json").read_text())["results"]
+    assert [(r["objective"], r["k"]) for r in rows] == [("elbo", 1), ("iwae", 5), ("iwae", 50)]
+    assert all(r["test_log_likelihood"]["mean"] > r["test_elbo"]["mean"] for r in rows)
+    assert "88.71" in (tmp_path / "out" / "burda.md").read_text()
+
+
+@pytest.mark.slow
+def test_latent_2d_quick(shared_data, data_dir, tmp_path):
+    import latent_2d
+
+    latent_2d.main(["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir),
+                    "--workdir", str(tmp_path / "runs"), "--output", str(tmp_path / "out")])
+    assert (tmp_path / "out" / "manifold.png").stat().st_size > 10_000
+    assert (tmp_path / "out" / "encodings.png").stat().st_size > 10_000

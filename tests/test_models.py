@@ -45,6 +45,13 @@ def test_gaussian_learned_sigma_is_a_parameter_with_gradient():
     np.testing.assert_allclose(vae.log_sigma(params), log_sigma)
 
 
+def test_learned_sigma_has_a_floor():
+    vae, params, x = _setup(likelihood="gaussian", sigma=0.5, learn_sigma=True, min_sigma=0.01)
+    params["decoder"]["params"]["log_sigma"] = jnp.full(12, -50.0)
+    np.testing.assert_allclose(vae.log_sigma(params), np.log(0.01), rtol=1e-6)
+    assert np.isfinite(vae.log_likelihood(params, x, jnp.zeros(3)))
+
+
 def test_batched_with_vmap_matches_single():
     vae, params, _ = _setup()
     xs = jnp.round(jax.random.uniform(jax.random.key(2), (5, 12)))

@@ -20,6 +20,8 @@ class ModelConfig:
       likelihood: ``"bernoulli"`` (logits g(z), binary data) or ``"gaussian"`` (mean g(z)).
       sigma: Gaussian decoder standard deviation (fixed), or its initial value when ``learn_sigma``.
       learn_sigma: learn a per-dimension log-sigma parameter instead of fixing sigma.
+      min_sigma: floor of a learned sigma. Pixels that are constant in the data (MNIST's borders)
+        otherwise drive their sigma to 0 and the density to +infinity.
       min_log_var, max_log_var: bounds that keep the encoder's log variance in a safe range.
     """
 
@@ -30,6 +32,7 @@ class ModelConfig:
     likelihood: str = "bernoulli"
     sigma: float = 1.0
     learn_sigma: bool = False
+    min_sigma: float = 1e-3
     min_log_var: float = -20.0
     max_log_var: float = 20.0
 
@@ -47,6 +50,8 @@ class ModelConfig:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}.")
         if not self.sigma > 0 or self.sigma == float("inf"):
             raise ValueError(f"sigma must be a positive finite number, got {self.sigma!r}.")
+        if not 0 < self.min_sigma <= self.sigma:
+            raise ValueError(f"min_sigma must be positive and at most sigma, got {self.min_sigma!r}.")
         if not self.min_log_var < self.max_log_var:
             raise ValueError("min_log_var must be smaller than max_log_var.")
 

@@ -62,7 +62,7 @@ class Decoder(nn.Module):
         out = MLP((*reversed(c.hidden), c.data_dim), c.activation)(z)
         if c.learn_sigma:
             init = nn.initializers.constant(math.log(c.sigma))
-            log_sigma = self.param("log_sigma", init, (c.data_dim,), jnp.float32)
+            log_sigma = jnp.maximum(self.param("log_sigma", init, (c.data_dim,), jnp.float32), math.log(c.min_sigma))
         else:
             log_sigma = jnp.full((c.data_dim,), math.log(c.sigma), out.dtype)
         return out, log_sigma

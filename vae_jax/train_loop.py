@@ -8,7 +8,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from vae_jax import data as data_lib
 from vae_jax.checkpoint import Checkpointer, CheckpointError

@@ -1,0 +1,33 @@
+"""Helpers shared by the experiment scripts: run metadata and result files."""
+
+import json
+import platform
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import vae_jax
+
+
+def run_meta(settings: dict, seconds: float) -> dict:
+    """Settings, wall time, machine and software versions, recorded with every result."""
+    return {"settings": settings, "seconds": seconds, "machine": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpu_count": __import__("os").cpu_count(),
+            "devices": [str(d) for d in jax.devices()],
+            "versions": {"vae_jax": vae_jax.__version__, "jax": jax.__version__, "numpy": np.__version__,
+                         "python": platform.python_version()}}
+
+
+def write_results(out: str | Path, name: str, payload: dict, table: str) -> Path:
+    """Writes ``out/name.json`` and ``out/name.md``; returns the folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    (out / f"{name}.md").write_text(table)
+    return out
+
+
+def data_args(parser):
+    parser.add_argument("--manual-dir", help="folder with the dataset files (see README)")
+    parser.add_argument("--data-dir", help="where prepared datasets are cached")
