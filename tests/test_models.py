@@ -88,3 +88,16 @@ def test_config_json_round_trip():
     import json
 
     assert vj.ModelConfig.from_dict(json.loads(config.to_json())) == config
+
+
+def test_shapes_that_disagree_with_the_model_get_clear_errors():
+    vae, params, x = _setup()
+    with pytest.raises(ValueError, match=r"z must have shape \[3\] \(latent_dim"):
+        vae.log_likelihood(params, x, jnp.zeros(5))
+    with pytest.raises(ValueError, match=r"x must have shape \[12\] \(data_dim"):
+        vae.encode(params, jnp.zeros(10))
+    with pytest.raises(ValueError, match="jax.vmap"):
+        vae.encode(params, jnp.zeros((4, 12)))
+    # The naive estimator with a latent_dim that is not the model's says so, not an XLA error.
+    with pytest.raises(ValueError, match="latent_dim"):
+        vj.naive_log_marginal(jax.random.key(0), vae.likelihood_fn(params), x, 7, 10)

@@ -6,6 +6,7 @@ each checkpoint into a temporary folder and renames it when complete, so a kille
 leaves a checkpoint that looks complete.
 """
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,16 @@ class Checkpointer:
         meta = restored["meta"]
         base_key = jax.random.wrap_key_data(np.asarray(meta["base_key"], np.uint32))
         return restored["state"], base_key, meta
+
+    def quarantine(self, step: int) -> Path:
+        """Moves a damaged checkpoint to ``<workdir>/corrupt_checkpoints/<step>`` (kept for inspection)."""
+        target = self.directory.parent / "corrupt_checkpoints" / str(step)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(self.directory / str(step), target)
+        self._manager.reload()
+        return target
 
     def close(self):
         self._manager.close()

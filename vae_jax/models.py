@@ -94,12 +94,21 @@ class VAE:
             "decoder": self.decoder.init(dec_key, jnp.zeros((self.config.latent_dim,))),
         }
 
+    def _check(self, name: str, value: ArrayLike, size: int, what: str) -> Array:
+        value = jnp.asarray(value)
+        if value.ndim != 1 or value.shape[0] != size:
+            raise ValueError(f"{name} must have shape [{size}] ({what} of this model), got {tuple(value.shape)}; "
+                             "functions of the model take one example: batch them with jax.vmap.")
+        return value
+
     def encode(self, params: Params, x: ArrayLike) -> tuple[Array, Array]:
         """x [D] -> (mean [K], log_var [K]) of q(z|x) = N(mean, diag exp(log_var))."""
-        return self.encoder.apply(params["encoder"], jnp.asarray(x, jnp.float32))
+        x = self._check("x", x, self.config.data_dim, "data_dim")
+        return self.encoder.apply(params["encoder"], x.astype(jnp.float32))
 
     def decode(self, params: Params, z: ArrayLike) -> Array:
         """z [K] -> g(z) [D]: Bernoulli logits, or the Gaussian mean."""
+        z = self._check("z", z, self.config.latent_dim, "latent_dim")
         return self.decoder.apply(params["decoder"], z)[0]
 
     def log_sigma(self, params: Params) -> Array:
@@ -112,6 +121,8 @@ class VAE:
         Bernoulli: sum_d x_d log s(g_d) + (1 - x_d) log s(-g_d).
         Gaussian: -||x - g(z)||^2 / (2 sigma^2) - D/2 log(2 pi sigma^2) (per-dimension when learned).
         """
+        x = self._check("x", x, self.config.data_dim, "data_dim")
+        z = self._check("z", z, self.config.latent_dim, "latent_dim")
         out, log_sigma = self.decoder.apply(params["decoder"], z)
         if self.config.likelihood == "bernoulli":
             return bernoulli_log_prob(x, out)

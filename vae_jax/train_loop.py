@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vae_jax import data as data_lib
-from vae_jax.checkpoint import Checkpointer, CheckpointError
+from vae_jax.checkpoint import Checkpointer
 from vae_jax.config import ExperimentConfig
 from vae_jax.evaluate import map_in_batches
 from vae_jax.models import VAE
@@ -85,8 +85,10 @@ def _restore_latest_good(ckpt: Checkpointer, template: TrainState, log):
     for step in reversed(ckpt.steps()):
         try:
             return ckpt.restore(template, step)
-        except Exception as err:  # a damaged checkpoint: fall back to the previous one
-            log(f"checkpoint {step} could not be restored ({type(err).__name__}: {err}); trying an older one")
+        except Exception as err:  # a damaged checkpoint: set it aside and fall back to the previous one
+            moved = ckpt.quarantine(step)
+            log(f"checkpoint {step} could not be restored ({type(err).__name__}: {str(err)[:200]}); "
+                f"moved it to {moved} and trying an older one")
     return None
 
 
@@ -129,8 +131,6 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
         state, base_key, meta = restored
         start_epoch = meta["epoch"]
         log(f"resuming from checkpoint {int(state.step)} (epoch {start_epoch}) in {workdir}")
-    elif ckpt.steps():
-        raise CheckpointError(f"no checkpoint in {ckpt.directory} could be restored; move it away to start afresh.")
     metrics_path = workdir / "metrics.jsonl"
     _rewrite_metrics(metrics_path, start_epoch)
 

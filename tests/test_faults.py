@@ -1,0 +1,131 @@
+"""Faults: kill -9 during training and during a checkpoint save, Ctrl-C, corrupt checkpoints, NaN."""
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import chex
+import numpy as np
+import pytest
+
+from vae_jax.checkpoint import Checkpointer
+from vae_jax.commands import load_run
+
+pytestmark = pytest.mark.slow
+
+
+def _train_cmd(workdir, shared_data, data_dir, epochs, *extra):
+    return [sys.executable, "-m", "vae_jax", "train", "--workdir", str(workdir), "--train-split", "train[:5000]",
+            "--valid-split", "validation[:500]", "--epochs", str(epochs), "--latent-dim", "8", "--no-progress",
+            "--manual-dir", str(shared_data), "--data-dir", str(data_dir), *extra]
+
+
+def _epochs_logged(workdir):
+    return [json.loads(line)["epoch"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_kill_9_at_random_points_then_resume_equals_uninterrupted(shared_data, data_dir, tmp_path):
+    epochs = 8
+    reference = tmp_path / "reference"
+    subprocess.run(_train_cmd(reference, shared_data, data_dir, epochs), check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        proc = subprocess.Popen(_train_cmd(killed, shared_data, data_dir, epochs), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(4.0, 10.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    subprocess.run(_train_cmd(killed, shared_data, data_dir, epochs), check=True, capture_output=True)
+    _, _, params_ref, step_ref = load_run(reference)
+    _, _, params_killed, step_killed = load_run(killed)
+    assert step_ref == step_killed
+    chex.assert_trees_all_equal(params_ref, params_killed)
+    assert _epochs_logged(killed) == list(range(1, epochs + 1))
+
+
+SAVER = textwrap.dedent("""
+    import sys
+    import jax, jax.numpy as jnp
+    from vae_jax.checkpoint import Checkpointer
+    from vae_jax.train_step import TrainState
+    ckpt = Checkpointer(sys.argv[1], keep=1000)
+    key = jax.random.key(0)
+    for step in range(1, 10_000):
+        params = {"w": jnp.full((2_000_000,), float(step))}  # 8 MB: a save takes long enough to be hit
+        state = TrainState(step=jnp.int32(step), params=params, opt_state=())
+        ckpt.save(state, key, {"note": "test"}, step, {"valid_elbo": -float(step)})
+        print(step, flush=True)
+""")
+
+
+def test_kill_9_during_checkpoint_save_never_leaves_a_bad_checkpoint(tmp_path):
+    import jax.numpy as jnp
+
+    from vae_jax.train_step import TrainState
+
+    directory = tmp_path / "ckpts"
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", SAVER, str(directory)], stdout=subprocess.PIPE, text=True)
+        proc.stdout.readline()  # at least one save has completed: kill during later ones
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    ckpt = Checkpointer(directory, keep=1000)
+    template = TrainState(step=jnp.int32(0), params={"w": jnp.zeros((2_000_000,))}, opt_state=())
+    steps = ckpt.steps()
+    assert steps
+    for step in steps:  # every checkpoint that is listed restores exactly what was saved
+        state, _, meta = ckpt.restore(template, step)
+        assert int(state.step) == step and meta["epoch"] == step
+        assert float(state.params["w"].min()) == float(state.params["w"].max()) == float(step)
+    ckpt.close()
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(shared_data, data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(workdir, shared_data, data_dir, 50, "--checkpoint-every", "1000"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    ckpt = Checkpointer(workdir / "checkpoints")
+    assert ckpt.steps() and ckpt.steps()[-1] % 50 == 0  # a whole number of 50-step epochs
+    ckpt.close()
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(shared_data, data_dir, tmp_path):
+    straight, damaged = tmp_path / "straight", tmp_path / "damaged"
+    subprocess.run(_train_cmd(straight, shared_data, data_dir, 3), check=True, capture_output=True)
+    subprocess.run(_train_cmd(damaged, shared_data, data_dir, 2), check=True, capture_output=True)
+    latest = damaged / "checkpoints" / "100" / "state"
+    for path in latest.rglob("*"):
+        if path.is_file() and path.stat().st_size > 0:
+            path.write_bytes(b"garbage")
+    result = subprocess.run(_train_cmd(damaged, shared_data, data_dir, 3), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "checkpoint 100 could not be restored" in result.stdout + result.stderr
+    assert "resuming from checkpoint 50" in result.stdout + result.stderr
+    chex.assert_trees_all_equal(load_run(straight)[2], load_run(damaged)[2])
+
+
+def test_non_finite_loss_stops_with_a_message_and_saves_no_nan(shared_data, data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    cmd = _train_cmd(workdir, shared_data, data_dir, 3, "--likelihood", "gaussian", "--sigma", "0.001",
+                     "--learning-rate", "1e30")
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "non-finite loss or gradient at step" in result.stderr and "learning rate" in result.stderr
+    assert "Traceback" not in result.stderr
+    ckpt = Checkpointer(workdir / "checkpoints")
+    assert ckpt.steps() == []  # the first epoch already failed: nothing was saved
+    ckpt.close()
