@@ -80,7 +80,7 @@ def stream_log_mean_exp(
     return LogMeanExpStats(
         log_marginal=log_sum_w - math.log(num_samples),
         stderr=jnp.sqrt(relative_var * bessel),
-        ess=jnp.exp(2.0 * log_sum_w - log_sum_w2),
+        ess=jnp.clip(jnp.exp(2.0 * log_sum_w - log_sum_w2), 1.0, num_samples),  # in [1, M] but for rounding
     )
 
 

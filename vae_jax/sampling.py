@@ -20,10 +20,11 @@ def standard_normal_stream(key: PRNGKey, indices: Array, dim: int, dtype=jnp.flo
       dim: dimension of each draw.
 
     Returns:
-      [S, dim] standard normal draws.
+      [S, dim] standard normal draws, drawn in float32 and cast to ``dtype``, so the same key gives the
+      same samples in float32 and float64 (and results differ only by rounding).
     """
-    draw = lambda m: jax.random.normal(jax.random.fold_in(key, m), (dim,), dtype)
-    return jax.vmap(draw)(indices)
+    draw = lambda m: jax.random.normal(jax.random.fold_in(key, m), (dim,), jnp.float32)
+    return jax.vmap(draw)(indices).astype(dtype)
 
 
 def reparameterize(key: PRNGKey, mean: ArrayLike, log_var: ArrayLike) -> Array:
