@@ -15,8 +15,8 @@ from vae_jax.evaluate import ESTIMATORS
 from vae_jax.tfds_builders import DataFileError
 from vae_jax.train_loop import ConfigMismatchError, NonFiniteError
 
-USER_ERRORS = (ValueError, DataFileError, ConfigMismatchError, CheckpointError, NonFiniteError,
-               FileNotFoundError, PermissionError)
+# OSError covers missing paths, no write permission, a file where a folder should be, and a full disk.
+USER_ERRORS = (ValueError, DataFileError, ConfigMismatchError, CheckpointError, NonFiniteError, OSError)
 
 
 def _positive_int(text: str) -> int:
@@ -133,7 +133,8 @@ def main(argv=None) -> int:
     try:
         result = getattr(commands, args.command)(args)
     except USER_ERRORS as err:
-        print(f"vae-jax {args.command}: error: {err}", file=sys.stderr)
+        hint = " (check the path, and that you may write there and the disk has room)" if isinstance(err, OSError) else ""
+        print(f"vae-jax {args.command}: error: {err}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vae-jax {args.command}: interrupted", file=sys.stderr)
