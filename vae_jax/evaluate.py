@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import parallel
 from vae_jax.estimators import importance_log_marginal_stats
 from vae_jax.shared_samples import naive_log_marginal_shared
 from vae_jax.models import VAE
@@ -27,13 +28,16 @@ def map_in_batches(fn, key: PRNGKey, images: np.ndarray, batch_size: int) -> dic
     Example ``i`` gets ``fold_in(key, i)``. Returns ``{name: [N]}`` as NumPy arrays.
     """
     n = images.shape[0]
-    batch_size = min(batch_size, n)
+    devices = jax.device_count()
+    batch_size = -(-min(batch_size, n) // devices) * devices  # a multiple of the devices
+    mesh = parallel.data_mesh(batch_size)
     outputs = []
     for start in range(0, n, batch_size):
         index = np.arange(start, start + batch_size)
         xs = images[np.minimum(index, n - 1)]  # pad the last batch by repeating the last example
         keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.asarray(index))
-        outputs.append(jax.device_get(fn(keys, jnp.asarray(xs))))
+        xs, keys = parallel.shard_batch(jnp.asarray(xs), mesh), parallel.shard_batch(keys, mesh)
+        outputs.append(jax.device_get(fn(keys, xs)))
     merged = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
     return {name: value[:n] for name, value in merged.items()}
 

@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vae_jax import data as data_lib
+from vae_jax import parallel
 from vae_jax.checkpoint import Checkpointer
 from vae_jax.config import ExperimentConfig
 from vae_jax.evaluate import map_in_batches
@@ -139,7 +140,10 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
         valid_images = np.asarray(data_lib.binarize(jax.random.fold_in(base_key, BINARIZE_STREAM), valid_images))
     train_key = jax.random.fold_in(base_key, TRAIN_STREAM)
     compile_start = time.perf_counter()
-    first_batches = data_lib.epoch_batches(jax.random.fold_in(base_key, DATA_STREAM), images, tc.batch_size)
+    mesh = parallel.data_mesh(tc.batch_size)
+    state = parallel.replicate(state, mesh)
+    first_batches = parallel.shard_batch(
+        data_lib.epoch_batches(jax.random.fold_in(base_key, DATA_STREAM), images, tc.batch_size), mesh, 1)
     train_epoch = make_train_epoch(vae, tc, optimizer, steps_per_epoch).lower(state, first_batches, train_key).compile()
     log(f"compiled the training epoch in {time.perf_counter() - compile_start:.1f} s "
         f"({steps_per_epoch} steps of {tc.batch_size} examples)")
@@ -152,6 +156,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
             start = time.perf_counter()
             batches = data_lib.epoch_batches(jax.random.fold_in(jax.random.fold_in(base_key, DATA_STREAM), epoch),
                                              images, tc.batch_size)
+            batches = parallel.shard_batch(batches, mesh, 1)  # [steps, B, D]: split B across devices
             new_state, train_metrics = train_epoch(state, batches, train_key)
             bad = int(train_metrics.pop("first_bad_step"))
             if bad >= 0:
