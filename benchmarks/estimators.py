@@ -23,7 +23,7 @@ def measure(part: str, examples: int, samples: int) -> dict:
     import numpy as np
 
     from vae_jax import VAE, ModelConfig
-    from vae_jax.evaluate import evaluate, make_estimator_fns, map_in_batches
+    from vae_jax.evaluate import evaluate
 
     vae = VAE(ModelConfig())
     params = vae.init(jax.random.key(0))
