@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--keep-checkpoints", type=_positive_int, default=3, help="latest checkpoints kept (plus the best)")
     t.add_argument("--seed", type=int, default=0, help="base random seed")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--coordinator-address", help="multi-process run: HOST:PORT of process 0 "
+                   "(jax.distributed.initialize); every process runs the same command")
+    t.add_argument("--num-processes", type=_positive_int, default=1, help="multi-process run: number of processes")
+    t.add_argument("--process-id", type=int, default=0, help="multi-process run: this process's index")
 
     e = sub.add_parser("evaluate", help="estimate log p(x) with the ELBO, importance sampling and the naive estimator",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import data as data_lib
-from vae_jax import images
+from vae_jax import images, parallel
 from vae_jax.checkpoint import Checkpointer, CheckpointError
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
 from vae_jax.evaluate import evaluate as run_estimators
@@ -37,6 +37,8 @@ def config_from_args(args) -> ExperimentConfig:
 
 
 def train(args):
+    if args.coordinator_address:
+        parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     config = config_from_args(args)
     state = train_and_evaluate(config, args.workdir, _data_options(args), progress=not args.no_progress)
     lines = Path(args.workdir, "metrics.jsonl").read_text().splitlines()

@@ -37,7 +37,7 @@ def map_in_batches(fn, key: PRNGKey, images: np.ndarray, batch_size: int) -> dic
         xs = images[np.minimum(index, n - 1)]  # pad the last batch by repeating the last example
         keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.asarray(index))
         xs, keys = parallel.shard_batch(jnp.asarray(xs), mesh), parallel.shard_batch(keys, mesh)
-        outputs.append(jax.device_get(fn(keys, xs)))
+        outputs.append(parallel.to_host(fn(keys, xs)))
     merged = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
     return {name: value[:n] for name, value in merged.items()}
 

@@ -7,6 +7,7 @@ For several hosts, call ``jax.distributed.initialize()`` before anything else (s
 """
 
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
@@ -23,17 +24,52 @@ def data_mesh(batch_size: int) -> Mesh | None:
     return Mesh(devices, (DATA_AXIS,))
 
 
+def _put(array, sharding):
+    if jax.process_count() == 1:
+        return jax.device_put(array, sharding)
+    # Several processes: each holds the same full array (same data, same keys) and gives its own
+    # devices their slices of it.
+    if jax.dtypes.issubdtype(array.dtype, jax.dtypes.prng_key):
+        data = _put(np.asarray(jax.random.key_data(array)), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(array))
+    host = np.asarray(array)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
 def shard_batch(array, mesh: Mesh | None, batch_axis: int = 0):
     """Splits ``array`` along ``batch_axis`` across the mesh (identity without a mesh)."""
     if mesh is None:
         return array
     spec = [None] * array.ndim
     spec[batch_axis] = DATA_AXIS
-    return jax.device_put(array, NamedSharding(mesh, PartitionSpec(*spec)))
+    return _put(array, NamedSharding(mesh, PartitionSpec(*spec)))
 
 
 def replicate(tree, mesh: Mesh | None):
     """Places a copy of every leaf of ``tree`` on each device of the mesh (identity without a mesh)."""
     if mesh is None:
         return tree
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    sharding = NamedSharding(mesh, PartitionSpec())
+    return jax.tree_util.tree_map(lambda leaf: _put(leaf, sharding), tree)
+
+
+def to_host(tree):
+    """NumPy copies of ``tree``'s leaves, gathered from every process when several take part."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def initialize_distributed(coordinator_address: str, num_processes: int, process_id: int):
+    """Joins a multi-process run (``jax.distributed.initialize``); on CPU collectives go through gloo."""
+    # Must run before anything touches a device. The setting only concerns CPU devices.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+
+
+def is_primary() -> bool:
+    """True in the process that writes logs and metrics (process 0)."""
+    return jax.process_index() == 0

@@ -120,7 +120,8 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
     steps_per_epoch = len(train) // tc.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch size {tc.batch_size} is larger than the training split ({len(train)} examples).")
-    check_workdir_config(workdir, config)
+    if parallel.is_primary():
+        check_workdir_config(workdir, config)
     vae = VAE(config.model)
     optimizer = make_optimizer(tc, tc.epochs * steps_per_epoch)
     base_key = jax.random.key(tc.seed)
@@ -133,7 +134,8 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
         start_epoch = meta["epoch"]
         log(f"resuming from checkpoint {int(state.step)} (epoch {start_epoch}) in {workdir}")
     metrics_path = workdir / "metrics.jsonl"
-    _rewrite_metrics(metrics_path, start_epoch)
+    if parallel.is_primary():
+        _rewrite_metrics(metrics_path, start_epoch)
 
     images, valid_images = jnp.asarray(train.images), valid.images
     if tc.binarize:  # validate on one fixed binarization, so epochs are comparable
@@ -173,8 +175,9 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
                       **{f"train_{k}": float(v) for k, v in train_metrics.items()},
                       **{f"valid_{k}": v for k, v in valid_metrics.items()},
                       "seconds": seconds, "examples_per_second": steps_per_epoch * tc.batch_size / seconds}
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            if parallel.is_primary():
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
             bar.set_postfix(train_elbo=f"{record['train_elbo']:.2f}", valid_elbo=f"{record['valid_elbo']:.2f}")
             if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs:
                 ckpt.save(state, base_key, config.to_dict(), epoch, record)
