@@ -37,6 +37,23 @@ def train_one(name, model, settings, args, options):
     return load_run(workdir, "latest")
 
 
+def overview(out: Path, names: list[str]):
+    """One figure with every setting's samples side by side: ``samples_overview.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 2.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        ax.imshow(plt.imread(out / f"samples_{name}.png"))
+        ax.set_title(name.replace("sigma2_", "sigma^2 = "))
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "samples_overview.png", dpi=80)
+    plt.close(fig)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     data_args(p)
@@ -79,6 +96,7 @@ def main(argv=None):
                      f"| {r['importance']['mean']:.1f} |")
     lines += ["", f"Nats per image on {len(xs)} held-out MNIST test images (densities of continuous pixels: "
               "they can be positive and grow as sigma shrinks)."]
+    overview(out, [name for name, _ in runs])
     write_results(out, "gaussian_decoder", {"meta": run_meta(settings, time.perf_counter() - start), "results": rows},
                   "\n".join(lines) + "\n")
     print(f"wrote {out}")
