@@ -106,6 +106,26 @@ def validation_elbo(eval_elbo, params, images, key) -> dict[str, float]:
     return {name: float(np.mean(v)) for name, v in values.items()}
 
 
+def _resume(ckpt: Checkpointer, state: TrainState, base_key, workdir: Path, log):
+    """(state, base key, completed epochs) from the newest good checkpoint, or the fresh ones."""
+    restored = _restore_latest_good(ckpt, state, log)
+    if restored is None:
+        return state, base_key, 0
+    state, base_key, meta = restored
+    log(f"resuming from checkpoint {int(state.step)} (epoch {meta['epoch']}) in {workdir}")
+    return state, base_key, meta["epoch"]
+
+
+def _check_finite(train_metrics: dict, epoch: int, saved_epoch: int):
+    bad = int(train_metrics.pop("first_bad_step"))
+    if bad >= 0:
+        raise NonFiniteError(
+            f"non-finite loss or gradient at step {bad} (epoch {epoch}); the parameters of the last "
+            f"checkpoint (epoch {saved_epoch}) are kept. Likely causes: a learning rate too high "
+            "(try --learning-rate smaller or --grad-clip), a Gaussian sigma too small, or bad data."
+        )
+
+
 def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: DataOptions = DataOptions(),
                        *, progress: bool = True, log=print) -> TrainState:
     """Trains (or resumes) the run in ``workdir`` to ``config.train.epochs`` epochs.
@@ -113,8 +133,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
     Per epoch: train and validation ELBO, KL, reconstruction, seconds and examples/s go to
     ``workdir/metrics.jsonl``; checkpoints go to ``workdir/checkpoints``.
     """
-    workdir = Path(workdir)
-    tc = config.train
+    workdir, tc = Path(workdir), config.train
     check_workdir_config(workdir, config, write=False)
     train, valid = load_training_data(config, options)  # bad data fails before anything is written
     steps_per_epoch = len(train) // tc.batch_size
@@ -125,50 +144,34 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
     vae = VAE(config.model)
     optimizer = make_optimizer(tc, tc.epochs * steps_per_epoch)
     base_key = jax.random.key(tc.seed)
-    state = TrainState.create(vae.init(jax.random.fold_in(base_key, INIT_STREAM)), optimizer)
+    fresh = TrainState.create(vae.init(jax.random.fold_in(base_key, INIT_STREAM)), optimizer)
     ckpt = Checkpointer(workdir / "checkpoints", keep=tc.keep_checkpoints)
-    start_epoch = 0
-    restored = _restore_latest_good(ckpt, state, log)
-    if restored is not None:
-        state, base_key, meta = restored
-        start_epoch = meta["epoch"]
-        log(f"resuming from checkpoint {int(state.step)} (epoch {start_epoch}) in {workdir}")
+    state, base_key, saved_epoch = _resume(ckpt, fresh, base_key, workdir, log)
     metrics_path = workdir / "metrics.jsonl"
     if parallel.is_primary():
-        _rewrite_metrics(metrics_path, start_epoch)
+        _rewrite_metrics(metrics_path, saved_epoch)
 
     images, valid_images = jnp.asarray(train.images), valid.images
     if tc.binarize:  # validate on one fixed binarization, so epochs are comparable
         valid_images = np.asarray(data_lib.binarize(jax.random.fold_in(base_key, BINARIZE_STREAM), valid_images))
-    train_key = jax.random.fold_in(base_key, TRAIN_STREAM)
-    compile_start = time.perf_counter()
+    data_key, train_key = (jax.random.fold_in(base_key, s) for s in (DATA_STREAM, TRAIN_STREAM))
     mesh = parallel.data_mesh(tc.batch_size)
     state = parallel.replicate(state, mesh)
-    first_batches = parallel.shard_batch(
-        data_lib.epoch_batches(jax.random.fold_in(base_key, DATA_STREAM), images, tc.batch_size), mesh, 1)
-    train_epoch = make_train_epoch(vae, tc, optimizer, steps_per_epoch).lower(state, first_batches, train_key).compile()
+    batches_of = lambda epoch: parallel.shard_batch(  # [steps, B, D], B split across devices
+        data_lib.epoch_batches(jax.random.fold_in(data_key, epoch), images, tc.batch_size), mesh, 1)
+    compile_start = time.perf_counter()
+    train_epoch = make_train_epoch(vae, tc, optimizer, steps_per_epoch).lower(state, batches_of(0), train_key).compile()
     log(f"compiled the training epoch in {time.perf_counter() - compile_start:.1f} s "
         f"({steps_per_epoch} steps of {tc.batch_size} examples)")
     eval_elbo = make_eval_elbo(vae)
-    saved_epoch = start_epoch
-    bar = tqdm(range(start_epoch + 1, tc.epochs + 1), desc="epochs", disable=not progress,
-               initial=start_epoch, total=tc.epochs)
+    bar = tqdm(range(saved_epoch + 1, tc.epochs + 1), desc="epochs", disable=not progress,
+               initial=saved_epoch, total=tc.epochs)
     try:
         for epoch in bar:
             start = time.perf_counter()
-            batches = data_lib.epoch_batches(jax.random.fold_in(jax.random.fold_in(base_key, DATA_STREAM), epoch),
-                                             images, tc.batch_size)
-            batches = parallel.shard_batch(batches, mesh, 1)  # [steps, B, D]: split B across devices
-            new_state, train_metrics = train_epoch(state, batches, train_key)
-            bad = int(train_metrics.pop("first_bad_step"))
-            if bad >= 0:
-                raise NonFiniteError(
-                    f"non-finite loss or gradient at step {bad} (epoch {epoch}); the parameters of the last "
-                    f"checkpoint (epoch {saved_epoch}) are kept. Likely causes: a learning rate too high "
-                    "(try --learning-rate smaller or --grad-clip), a Gaussian sigma too small, or bad data."
-                )
-            state = new_state
-            seconds = time.perf_counter() - start
+            new_state, train_metrics = train_epoch(state, batches_of(epoch), train_key)
+            _check_finite(train_metrics, epoch, saved_epoch)
+            state, seconds = new_state, time.perf_counter() - start
             valid_metrics = validation_elbo(eval_elbo, state.params, valid_images,
                                             jax.random.fold_in(base_key, EVAL_STREAM))
             record = {"epoch": epoch, "step": int(state.step),
@@ -183,9 +186,10 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
                 ckpt.save(state, base_key, config.to_dict(), epoch, record)
                 saved_epoch = epoch
     except KeyboardInterrupt:
-        if saved_epoch < _last_epoch(state, steps_per_epoch):
-            ckpt.save(state, base_key, config.to_dict(), _last_epoch(state, steps_per_epoch), {})
-            log(f"interrupted: saved a checkpoint at epoch {_last_epoch(state, steps_per_epoch)}; run again to resume")
+        done = _last_epoch(state, steps_per_epoch)
+        if saved_epoch < done:
+            ckpt.save(state, base_key, config.to_dict(), done, {})
+            log(f"interrupted: saved a checkpoint at epoch {done}; run again to resume")
         raise
     finally:
         bar.close()
