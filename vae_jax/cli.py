@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--num-samples", type=_positive_int, default=5000, help="K for importance sampling")
     e.add_argument("--naive-samples", type=_positive_int, default=100_000, help="M for the naive estimator")
     e.add_argument("--elbo-samples", type=_positive_int, default=10, help="z samples per example for the ELBO")
-    e.add_argument("--chunk-size", type=_positive_int, default=1000, help="samples evaluated at once (memory bound)")
+    e.add_argument("--chunk-size", type=_positive_int, default=None,
+                   help="samples evaluated at once, bounding memory (default: 250 importance, 2000 naive)")
     e.add_argument("--max-examples", type=_positive_int, help="evaluate only the first N examples of the split")
     e.add_argument("--checkpoint", choices=("latest", "best"), default="latest", help="which checkpoint")
     e.add_argument("--seed", type=int, default=0, help="seed of the estimators' randomness")

@@ -63,7 +63,11 @@ def stream_log_mean_exp(
         log_w = log_weights(indices)
         valid = (indices < num_samples).reshape((chunk,) + (1,) * (log_w.ndim - 1))
         log_w = jnp.where(valid, log_w, -jnp.inf)  # pad the last chunk
-        return jax.nn.logsumexp(log_w, axis=0), jax.nn.logsumexp(2.0 * log_w, axis=0)
+        # log sum w and log sum w^2 from one exp per weight: w^2 / M^2 = (w / M)^2 with M the largest w.
+        top = lax.stop_gradient(jnp.max(log_w, axis=0))
+        top = jnp.where(jnp.isfinite(top), top, 0.0)  # all -inf (or an inf): no shift needed
+        scaled = jnp.exp(log_w - top)
+        return jnp.log(jnp.sum(scaled, axis=0)) + top, jnp.log(jnp.sum(scaled * scaled, axis=0)) + 2.0 * top
 
     sums = chunk_sums(0)
     if num_chunks > 1:
