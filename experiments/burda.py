@@ -8,13 +8,12 @@ here are set by the CPU budget and recorded with the results.
     python experiments/burda.py --manual-dir ../shared/data [--quick] [--epochs 20,4,1]
 """
 
-import argparse
 import time
 from pathlib import Path
 
 import jax
 
-from common import data_args, run_meta, write_results
+from common import experiment_parser, run_meta, write_results
 from vae_jax import data as data_lib
 from vae_jax.commands import load_run
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
@@ -26,16 +25,11 @@ MODELS = (("vae", "elbo", 1), ("iwae_k5", "iwae", 5), ("iwae_k50", "iwae", 50))
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    data_args(p)
-    p.add_argument("--workdir", default="runs/burda")
-    p.add_argument("--output", default="experiments/results/burda")
+    p = experiment_parser("burda", __doc__)
     p.add_argument("--epochs", default="20,4,1",
                    help="epochs for vae, iwae_k5, iwae_k50 (the default fits ~40 minutes on a 2-core CPU)")
     p.add_argument("--num-samples", type=int, default=5000, help="K of the test estimate")
     p.add_argument("--test-split", default="test", help="test examples")
-    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test / CI")
     args = p.parse_args(argv)
     epochs = [1, 1, 1] if args.quick else [int(e) for e in args.epochs.split(",")]
     num_samples = 50 if args.quick else args.num_samples

@@ -1,5 +1,6 @@
 """Helpers shared by the experiment scripts: run metadata and result files."""
 
+import argparse
 import json
 import platform
 from pathlib import Path
@@ -31,3 +32,15 @@ def write_results(out: str | Path, name: str, payload: dict, table: str) -> Path
 def data_args(parser):
     parser.add_argument("--manual-dir", help="folder with the dataset files (see README)")
     parser.add_argument("--data-dir", help="where prepared datasets are cached")
+
+
+def experiment_parser(name: str, doc: str) -> argparse.ArgumentParser:
+    """The options every experiment shares: data location, ``--workdir runs/<name>``,
+    ``--output experiments/results/<name>`` and ``--quick``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data_args(parser)
+    parser.add_argument("--workdir", default=f"runs/{name}", help="where the models are trained (resumable)")
+    parser.add_argument("--output", default=f"experiments/results/{name}", help="results folder")
+    parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test / CI")
+    return parser

@@ -9,7 +9,6 @@ keys, and, for the 2-D model, a ground truth by grid quadrature. Writes
     python experiments/estimators.py --manual-dir ../shared/data --quick    # a 1-minute smoke run
 """
 
-import argparse
 import functools
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from common import data_args, run_meta, write_results
+from common import experiment_parser, run_meta, write_results
 from vae_jax import data as data_lib
 from vae_jax.commands import load_run
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
@@ -36,12 +35,7 @@ DEFAULT = dict(latent_dims=(2, 5, 10, 20, 50), epochs=10, train_split="train", n
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    data_args(p)
-    p.add_argument("--workdir", default="runs/estimators", help="where the models are trained (resumable)")
-    p.add_argument("--output", default="experiments/results/estimators", help="results folder")
-    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test / CI")
+    p = experiment_parser("estimators", __doc__)
     for name, value in DEFAULT.items():
         kind = (lambda s: tuple(int(v) for v in s.split(","))) if isinstance(value, tuple) else type(value)
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,

@@ -9,14 +9,13 @@ draws samples and reconstructions.
     python experiments/gaussian_decoder.py --manual-dir ../shared/data [--quick]
 """
 
-import argparse
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from common import data_args, run_meta, write_results
+from common import experiment_parser, run_meta, write_results
 from vae_jax import data as data_lib
 from vae_jax import images
 from vae_jax.commands import load_run
@@ -55,11 +54,7 @@ def overview(out: Path, names: list[str]):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    data_args(p)
-    p.add_argument("--workdir", default="runs/gaussian_decoder")
-    p.add_argument("--output", default="experiments/results/gaussian_decoder")
-    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test / CI")
+    p = experiment_parser("gaussian_decoder", __doc__)
     p.add_argument("--epochs", type=int, help="override the epochs")
     args = p.parse_args(argv)
     settings = dict(QUICK if args.quick else DEFAULT)

@@ -6,7 +6,6 @@ the held-out ``test[8000:]`` images, whose labels colour the scatter plot.
     python experiments/latent_2d.py --manual-dir ../shared/data [--quick]
 """
 
-import argparse
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import jax
 import numpy as np
 from scipy.stats import norm
 
-from common import data_args, run_meta, write_results
+from common import experiment_parser, run_meta, write_results
 from vae_jax import data as data_lib
 from vae_jax import images
 from vae_jax.commands import load_run
@@ -47,12 +46,8 @@ def scatter(means: np.ndarray, labels: np.ndarray, path: Path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    data_args(p)
-    p.add_argument("--workdir", default="runs/latent_2d")
-    p.add_argument("--output", default="experiments/results/latent_2d")
+    p = experiment_parser("latent_2d", __doc__)
     p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--quick", action="store_true", help="one epoch, for a smoke test / CI")
     args = p.parse_args(argv)
     epochs = 1 if args.quick else args.epochs
     config = ExperimentConfig(ModelConfig(latent_dim=2, hidden=(500, 500)),
