@@ -43,8 +43,11 @@ def map_in_batches(fn, key: PRNGKey, images: np.ndarray, batch_size: int) -> dic
 
 
 def make_estimator_fns(vae: VAE, params: Params, naive_key: PRNGKey, *, elbo_samples: int, num_samples: int,
-                       naive_samples: int, chunk_size: int) -> dict:
+                       naive_samples: int, chunk_size: int, naive_chunk_size: int | None = None) -> dict:
     """Jitted ``(keys [B], xs [B, D]) -> {name: [B]}`` for each estimator, params closed over.
+
+    ``chunk_size`` bounds the importance samples evaluated at once, ``naive_chunk_size`` (default the
+    same) the shared prior samples.
 
     The naive estimator ignores the per-example keys: all examples share the prior samples of
     ``naive_key``, decoded once per chunk (:func:`vae_jax.shared_samples.naive_log_marginal_shared`).
@@ -63,7 +66,8 @@ def make_estimator_fns(vae: VAE, params: Params, naive_key: PRNGKey, *, elbo_sam
 
     def naive_batch(keys, xs):
         matrix = functools.partial(vae.log_likelihood_matrix, params)
-        stats = naive_log_marginal_shared(naive_key, matrix, xs, vae.config.latent_dim, naive_samples, chunk_size)
+        stats = naive_log_marginal_shared(naive_key, matrix, xs, vae.config.latent_dim, naive_samples,
+                                          naive_chunk_size or chunk_size)
         return {"value": stats.log_marginal, "mc_stderr": stats.stderr, "ess": stats.ess}
 
     return {"elbo": jax.jit(jax.vmap(elbo_one)), "importance": jax.jit(jax.vmap(importance_one)),
@@ -79,7 +83,7 @@ def summarize(values: dict[str, np.ndarray]) -> dict[str, float]:
     v = values["value"]
     out = {"mean": float(np.mean(v)), "stderr": float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")}
     if "mc_stderr" in values:
-        # Monte Carlo error of the mean over examples: the examples' estimates are independent.
+        # Monte Carlo error of the mean over examples, treating the examples' estimates as independent.
         out["mc_stderr"] = float(np.sqrt(np.sum(values["mc_stderr"] ** 2)) / len(v))
         out["ess_mean"] = float(np.mean(values["ess"]))
     for extra in ("reconstruction", "kl"):
@@ -105,10 +109,9 @@ def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, *,
     keys = {name: jax.random.fold_in(key, i) for i, name in enumerate(ESTIMATORS)}
     # Measured on a 2-core CPU: 64 examples x 250 importance samples, and 500 examples x 2000 shared
     # prior samples per step keep the matrix products large and memory under ~100 MB.
-    chunks = {"importance": chunk_size or 250, "naive": chunk_size or 2000}
-    fns = {name: make_estimator_fns(vae, params, keys["naive"], elbo_samples=elbo_samples, num_samples=num_samples,
-                                    naive_samples=naive_samples, chunk_size=chunks.get(name, 1))[name]
-           for name in estimators}
+    fns = make_estimator_fns(vae, params, keys["naive"], elbo_samples=elbo_samples, num_samples=num_samples,
+                             naive_samples=naive_samples, chunk_size=chunk_size or 250,
+                             naive_chunk_size=chunk_size or 2000)
     batch_sizes = {"elbo": 500, "importance": batch_size, "naive": 500}
     counts = {"elbo": elbo_samples, "importance": num_samples, "naive": naive_samples}
     result = {"num_examples": int(images.shape[0]), "seconds": {}}
