@@ -125,3 +125,29 @@ def test_checkpoints_keep_latest_and_best(shared_data, data_dir, tmp_path):
     meta = ckpt.read_meta(100)
     assert ExperimentConfig.from_dict(meta["config"]) == config and meta["epoch"] == 5
     ckpt.close()
+
+
+def test_burda_schedule_has_the_papers_stages():
+    from vae_jax.train_step import burda_schedule
+
+    schedule = burda_schedule(1e-3, 3280)  # one step per epoch: the paper's 3280 epochs
+    # Stage i covers epochs [(3^i - 1) / 2, (3^(i+1) - 1) / 2) at 1e-3 * 10^(-i/7).
+    for i in range(8):
+        first, last = (3**i - 1) // 2, (3 ** (i + 1) - 1) // 2 - 1
+        for step in (first, last):
+            assert float(schedule(step)) == pytest.approx(1e-3 * 10 ** (-i / 7), rel=1e-5), (i, step)
+    assert float(burda_schedule(1e-3, 328)(327)) == pytest.approx(1e-4, rel=1e-5)  # rescaled, same end
+
+
+def test_output_bias_starts_at_the_data_mean():
+    vae = VAE(ModelConfig(data_dim=6, latent_dim=2, hidden=(4,)))
+    mean = jnp.array([0.0, 0.1, 0.5, 0.9, 1.0, 0.25])
+    params = vae.with_output_bias(vae.init(jax.random.key(0)), mean)
+    bias = params["decoder"]["params"]["MLP_0"]["Dense_1"]["bias"]
+    np.testing.assert_allclose(jax.nn.sigmoid(bias), jnp.clip(mean, 1e-4, 1 - 1e-4), rtol=1e-4)
+    # With the last hidden layer's weights at zero the decoder outputs exactly the mean image.
+    params["decoder"]["params"]["MLP_0"]["Dense_1"]["kernel"] = jnp.zeros((4, 6))
+    np.testing.assert_allclose(vae.mean_image(params, jnp.ones(2)), jnp.clip(mean, 1e-4, 1 - 1e-4), rtol=1e-4)
+    gaussian = VAE(ModelConfig(data_dim=6, latent_dim=2, hidden=(4,), likelihood="gaussian"))
+    bias = gaussian.with_output_bias(gaussian.init(jax.random.key(0)), mean)["decoder"]["params"]["MLP_0"]["Dense_1"]["bias"]
+    np.testing.assert_allclose(bias, mean)

@@ -9,7 +9,7 @@ import sys
 
 from vae_jax import commands
 from vae_jax.checkpoint import CheckpointError
-from vae_jax.config import ACTIVATIONS, LIKELIHOODS, OBJECTIVES, SCHEDULES
+from vae_jax.config import ACTIVATIONS, LIKELIHOODS, OBJECTIVES, OUTPUT_BIAS_INITS, SCHEDULES
 from vae_jax.data import DATASETS
 from vae_jax.evaluate import ESTIMATORS
 from vae_jax.tfds_builders import DataFileError
@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--learning-rate", type=_positive_float, default=1e-3, help="Adam step size")
     t.add_argument("--schedule", choices=SCHEDULES, default="constant", help="learning-rate schedule")
     t.add_argument("--decay-rate", type=_positive_float, default=0.1, help="final factor of the exponential schedule")
+    t.add_argument("--adam-eps", type=_positive_float, default=1e-8, help="epsilon of Adam (Burda et al.: 1e-4)")
+    t.add_argument("--output-bias-init", choices=OUTPUT_BIAS_INITS, default="zero",
+                   help="decoder output bias: zero, or the logit of the training pixel means")
     t.add_argument("--grad-clip", type=_positive_float, default=None, help="clip gradients to this global norm")
     t.add_argument("--checkpoint-every", type=_positive_int, default=1, help="save every N epochs (and at the end)")
     t.add_argument("--keep-checkpoints", type=_positive_int, default=3, help="latest checkpoints kept (plus the best)")

@@ -29,7 +29,8 @@ def config_from_args(args) -> ExperimentConfig:
     train = TrainConfig(
         dataset=args.dataset, train_split=args.train_split, valid_split=args.valid_split, binarize=args.binarize,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, schedule=args.schedule,
-        decay_rate=args.decay_rate, grad_clip=args.grad_clip, objective=args.objective, num_samples=args.num_samples,
+        decay_rate=args.decay_rate, adam_eps=args.adam_eps,
+        output_bias_init=args.output_bias_init, grad_clip=args.grad_clip, objective=args.objective, num_samples=args.num_samples,
         beta=args.beta, kl_warmup_epochs=args.kl_warmup_epochs, seed=args.seed,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
     )

@@ -67,7 +67,8 @@ class ModelConfig:
 
 
 OBJECTIVES = ("elbo", "iwae")
-SCHEDULES = ("constant", "cosine", "exponential")
+SCHEDULES = ("constant", "cosine", "exponential", "burda")
+OUTPUT_BIAS_INITS = ("zero", "data_mean")
 
 
 def _positive(name, value, kind=(int,)):
@@ -85,12 +86,17 @@ class TrainConfig:
       binarize: dynamic binarization x ~ Bernoulli(pixel), redrawn at every step (grey-level data).
       epochs, batch_size: length of training and examples per step.
       learning_rate, schedule, decay_rate: Adam's step size and its schedule over all steps
-        (``constant``; ``cosine`` to 0; ``exponential`` to learning_rate * decay_rate).
+        (``constant``; ``cosine`` to 0; ``exponential`` to learning_rate * decay_rate; ``burda``: Burda et
+        al. (2015)'s 8 stages i = 0..7 at learning_rate * 10^(-i/7), stage i lasting 3^i / 3280 of the
+        epochs, so ``epochs=3280`` is the paper's protocol exactly).
+      adam_eps: epsilon of Adam's denominator (Burda et al. used 1e-4; optax's default is 1e-8).
       grad_clip: clip gradients to this global norm; None for no clipping.
       objective: ``elbo`` (beta-weighted KL) or ``iwae`` (importance-weighted bound).
       num_samples: samples of z per example (ELBO average, or k of the IWAE bound).
       beta: weight of the KL term in the ``elbo`` objective.
       kl_warmup_epochs: beta grows linearly from 0 to ``beta`` over these epochs (0: off).
+      output_bias_init: ``zero``, or ``data_mean``: the decoder's output bias starts at the logit of the
+        training set's pixel means (Bernoulli) or at the means themselves (Gaussian), as Burda et al. did.
       seed: the base key; every random draw derives from it with ``fold_in``.
       checkpoint_every: save every N epochs (and at the end).
       keep_checkpoints: how many latest checkpoints to keep (the best is kept as well).
@@ -105,11 +111,13 @@ class TrainConfig:
     learning_rate: float = 1e-3
     schedule: str = "constant"
     decay_rate: float = 0.1
+    adam_eps: float = 1e-8
     grad_clip: float | None = None
     objective: str = "elbo"
     num_samples: int = 1
     beta: float = 1.0
     kl_warmup_epochs: int = 0
+    output_bias_init: str = "zero"
     seed: int = 0
     checkpoint_every: int = 1
     keep_checkpoints: int = 3
@@ -119,6 +127,7 @@ class TrainConfig:
             _positive(name, getattr(self, name))
         _positive("learning_rate", self.learning_rate, (int, float))
         _positive("decay_rate", self.decay_rate, (int, float))
+        _positive("adam_eps", self.adam_eps, (int, float))
         if self.grad_clip is not None:
             _positive("grad_clip", self.grad_clip, (int, float))
         if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not self.beta >= 0:
@@ -130,6 +139,8 @@ class TrainConfig:
             raise ValueError(f"unknown objective {self.objective!r}; choose one of {OBJECTIVES}.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}.")
+        if self.output_bias_init not in OUTPUT_BIAS_INITS:
+            raise ValueError(f"unknown output_bias_init {self.output_bias_init!r}; choose one of {OUTPUT_BIAS_INITS}.")
 
 
 @dataclasses.dataclass(frozen=True)

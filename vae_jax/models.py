@@ -94,6 +94,22 @@ class VAE:
             "decoder": self.decoder.init(dec_key, jnp.zeros((self.config.latent_dim,))),
         }
 
+    def with_output_bias(self, params: Params, data_mean: ArrayLike, eps: float = 1e-4) -> Params:
+        """``params`` with the decoder's output bias set from the data's per-dimension means [D].
+
+        Bernoulli: bias = logit(clip(mean, eps, 1 - eps)), so sigmoid(g(z)) starts near the mean image;
+        Gaussian: bias = mean. (Burda et al. 2015 initialise their decoders this way.)
+        """
+        mean = self._check("data_mean", data_mean, self.config.data_dim, "data_dim").astype(jnp.float32)
+        if self.config.likelihood == "bernoulli":
+            mean = jnp.clip(mean, eps, 1.0 - eps)
+            mean = jnp.log(mean) - jnp.log1p(-mean)
+        last = f"Dense_{len(self.config.hidden)}"
+        mlp = params["decoder"]["params"]["MLP_0"]
+        mlp = {**mlp, last: {**mlp[last], "bias": mean}}
+        decoder = {**params["decoder"], "params": {**params["decoder"]["params"], "MLP_0": mlp}}
+        return {**params, "decoder": decoder}
+
     def _check(self, name: str, value: ArrayLike, size: int, what: str) -> Array:
         value = jnp.asarray(value)
         if value.ndim != 1 or value.shape[0] != size:

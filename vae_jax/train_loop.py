@@ -144,7 +144,10 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
     vae = VAE(config.model)
     optimizer = make_optimizer(tc, tc.epochs * steps_per_epoch)
     base_key = jax.random.key(tc.seed)
-    fresh = TrainState.create(vae.init(jax.random.fold_in(base_key, INIT_STREAM)), optimizer)
+    params = vae.init(jax.random.fold_in(base_key, INIT_STREAM))
+    if tc.output_bias_init == "data_mean":
+        params = vae.with_output_bias(params, train.images.mean(axis=0))
+    fresh = TrainState.create(params, optimizer)
     ckpt = Checkpointer(workdir / "checkpoints", keep=tc.keep_checkpoints)
     state, base_key, saved_epoch = _resume(ckpt, fresh, base_key, workdir, log)
     metrics_path = workdir / "metrics.jsonl"

@@ -31,16 +31,31 @@ class TrainState(flax.struct.PyTreeNode):
         return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
 
+BURDA_STAGES = 8  # Burda et al. (2015), Appendix C: stage i = 0..7 lasts 3^i epochs at lr 10^(-i/7)
+
+
+def burda_schedule(learning_rate: float, total_steps: int) -> optax.Schedule:
+    """Burda et al.'s staged schedule: learning_rate * 10^(-i/7) in stage i = 0..7, where stage i
+    takes 3^i / 3280 of ``total_steps`` (3280 = sum of 3^i: the paper's 3280 epochs, rescaled)."""
+    total_epochs = (3**BURDA_STAGES - 1) // 2
+    scales = {}  # a short run can end several stages on one step: their factors multiply
+    for i in range(BURDA_STAGES - 1):
+        end = round(total_steps * (3 ** (i + 1) - 1) / 2 / total_epochs)
+        scales[end] = scales.get(end, 1.0) * 10 ** (-1 / 7)
+    return optax.piecewise_constant_schedule(learning_rate, scales)
+
+
 def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
     """Adam with the configured schedule over ``total_steps``, after optional global-norm clipping."""
-    lr = config.learning_rate
+    lr, total_steps = config.learning_rate, max(total_steps, 1)
     schedule = {
         "constant": lambda: optax.constant_schedule(lr),
-        "cosine": lambda: optax.cosine_decay_schedule(lr, max(total_steps, 1)),
-        "exponential": lambda: optax.exponential_decay(lr, max(total_steps, 1), config.decay_rate),
+        "cosine": lambda: optax.cosine_decay_schedule(lr, total_steps),
+        "exponential": lambda: optax.exponential_decay(lr, total_steps, config.decay_rate),
+        "burda": lambda: burda_schedule(lr, total_steps),
     }[config.schedule]()
     clip = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip is not None else []
-    return optax.chain(*clip, optax.adam(schedule))
+    return optax.chain(*clip, optax.adam(schedule, eps=config.adam_eps))
 
 
 def example_loss(vae: VAE, config: TrainConfig, params: Params, key: PRNGKey, x: Array, beta: Array):
