@@ -15,10 +15,11 @@ import jax
 
 from common import experiment_parser, run_meta, write_results
 from vae_jax import data as data_lib
-from vae_jax.commands import load_run
+from vae_jax.rundir import load_run
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
 from vae_jax.evaluate import evaluate
-from vae_jax.train_loop import DataOptions, train_and_evaluate
+from vae_jax.data import DataOptions
+from vae_jax.train_loop import train_and_evaluate
 
 PAPER = {"vae": 88.71, "iwae_k5": 87.63, "iwae_k50": 87.10}  # -log p(x), nats, Burda et al. 2015, App. D
 MODELS = (("vae", "elbo", 1), ("iwae_k5", "iwae", 5), ("iwae_k50", "iwae", 50))

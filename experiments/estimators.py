@@ -18,11 +18,12 @@ import numpy as np
 
 from common import experiment_parser, run_meta, write_results
 from vae_jax import data as data_lib
-from vae_jax.commands import load_run
+from vae_jax.rundir import load_run
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
 from vae_jax.evaluate import make_estimator_fns, map_in_batches
 from vae_jax.shared_samples import grid_error_estimate
-from vae_jax.train_loop import DataOptions, train_and_evaluate
+from vae_jax.data import DataOptions
+from vae_jax.train_loop import train_and_evaluate
 
 QUICK = dict(latent_dims=(2, 5), epochs=1, train_split="train[:2000]", num_examples=20,
              is_samples=(1, 10, 100), naive_max_exponent=3, naive_max_exponent_low_dim=3, repeats=2,

@@ -18,10 +18,11 @@ import numpy as np
 from common import experiment_parser, run_meta, write_results
 from vae_jax import data as data_lib
 from vae_jax import images
-from vae_jax.commands import load_run
+from vae_jax.rundir import load_run
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
 from vae_jax.evaluate import evaluate
-from vae_jax.train_loop import DataOptions, train_and_evaluate
+from vae_jax.data import DataOptions
+from vae_jax.train_loop import train_and_evaluate
 
 QUICK = dict(variances=(0.01, 1.0), learned=False, epochs=1, latent_dim=10, num_samples=50, num_examples=50)
 DEFAULT = dict(variances=(0.01, 0.05, 0.2, 1.0), learned=True, epochs=40, latent_dim=20, num_samples=1000,

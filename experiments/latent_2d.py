@@ -16,9 +16,10 @@ from scipy.stats import norm
 from common import experiment_parser, run_meta, write_results
 from vae_jax import data as data_lib
 from vae_jax import images
-from vae_jax.commands import load_run
+from vae_jax.rundir import load_run
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
-from vae_jax.train_loop import DataOptions, train_and_evaluate
+from vae_jax.data import DataOptions
+from vae_jax.train_loop import train_and_evaluate
 
 
 def manifold(vae, params, size: int) -> np.ndarray:

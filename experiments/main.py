@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from vae_jax.cli import main as vae_jax
+from vae_jax.rundir import RunFolder
 
 
 def run(argv: list[str]):
@@ -39,15 +40,17 @@ def main(argv=None):
            (["--data-dir", args.data_dir] if args.data_dir else []) + (["--download"] if args.download else [])
     start = time.perf_counter()
     run(["train", "--workdir", args.workdir, "--epochs", str(args.epochs), *data])
-    run(["evaluate", "--workdir", args.workdir, "--split", f"test[:{args.test_examples}]",
+    split = f"test[:{args.test_examples}]"
+    run(["evaluate", "--workdir", args.workdir, "--split", split,
          "--num-samples", str(args.num_samples), "--naive-samples", str(args.naive_samples), *data])
     run(["sample", "--workdir", args.workdir])
     run(["reconstruct", "--workdir", args.workdir, *data])
     workdir = Path(args.workdir)
     print(f"\ndone in {time.perf_counter() - start:.0f} s. Results in {workdir}/:")
-    for name in ("config.json", "metrics.jsonl", f"eval_test_{args.test_examples}.json", "samples.png",
-                 "reconstructions.png", "checkpoints/"):
-        print(f"  {workdir / name}")
+    folder = RunFolder(workdir)
+    for path in (folder.config_path, folder.metrics_path, folder.result_path(split), workdir / "samples.png",
+                 workdir / "reconstructions.png", folder.checkpoints_dir):
+        print(f"  {path}")
 
 
 if __name__ == "__main__":

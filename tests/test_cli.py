@@ -8,6 +8,7 @@ import matplotlib.image
 import pytest
 
 from vae_jax.cli import main
+from vae_jax.rundir import RunFolder
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def test_evaluate_writes_all_three_estimates(trained, capsys):
                  "--naive-samples", "3000", "--chunk-size", "128", *data])
     assert code == 0
     assert "importance" in capsys.readouterr().out
-    result = json.loads((workdir / "eval_test_20.json").read_text())
+    result = json.loads(RunFolder(workdir).result_path("test[:20]").read_text())
     assert result["split"] == "test[:20]" and result["num_examples"] == 20 and result["checkpoint_step"] == 40
     for name, count in (("elbo", 10), ("importance", 300), ("naive", 3000)):
         assert result[name]["num_samples"] == count and result[name]["mean"] < 0

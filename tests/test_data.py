@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from vae_jax import data
-from vae_jax.tfds_builders import DataFileError, parse_amat
+from vae_jax.errors import DataFileError
+from vae_jax.tfds_builders import parse_amat
 
 
 def _amat_line(values):

@@ -6,7 +6,7 @@ import pytest
 from vae_jax.cli import main
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
 from vae_jax.data import ArrayDataset
-from vae_jax.train_loop import check_data_fits_model
+from vae_jax.data import check_data_fits_model
 
 
 @pytest.mark.parametrize("option, value, message", [

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vae_jax.checkpoint import Checkpointer
-from vae_jax.commands import load_run
+from vae_jax.rundir import load_run
 
 pytestmark = pytest.mark.slow
 

@@ -16,18 +16,24 @@ import jax
 import numpy as np
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
 from vae_jax.evaluate import evaluate
-from vae_jax.train_loop import DataOptions, train_and_evaluate
+from vae_jax.data import DataOptions
+from vae_jax.train_loop import train_and_evaluate
+from vae_jax.rundir import load_run
 from vae_jax.models import VAE
 from vae_jax import data
 workdir, manual, data_dir = sys.argv[1:4]
 config = ExperimentConfig(ModelConfig(latent_dim=5, hidden=(64,)),
                           TrainConfig(train_split="train[:2000]", valid_split="validation[:200]", epochs=2))
-state = train_and_evaluate(config, workdir, DataOptions(data_dir=data_dir, manual_dir=manual), progress=False)
+messages = []
+train_and_evaluate(config, workdir, DataOptions(data_dir=data_dir, manual_dir=manual), progress=False,
+                   log=messages.append)
+params = load_run(workdir)[2]
+sharding = " ".join(m for m in messages if "data-parallel" in m)  # the trained state's sharding, logged
 xs = data.load("binarized_mnist", "test[:10]", data_dir=data_dir, manual_dir=manual).images
-result = evaluate(VAE(config.model), state.params, xs, jax.random.key(0), num_samples=100, naive_samples=1000,
+result = evaluate(VAE(config.model), params, xs, jax.random.key(0), num_samples=100, naive_samples=1000,
                   chunk_size=64)
-leaves = [np.asarray(l).ravel().tolist() for l in jax.tree_util.tree_leaves(state.params)]
-print(json.dumps({"devices": jax.device_count(), "sharding": str(jax.tree_util.tree_leaves(state.params)[0].sharding),
+leaves = [np.asarray(l).ravel().tolist() for l in jax.tree_util.tree_leaves(params)]
+print(json.dumps({"devices": jax.device_count(), "sharding": sharding,
                   "params": leaves, "eval": {k: result[k]["mean"] for k in ("elbo", "importance", "naive")}}))
 """
 
@@ -62,7 +68,7 @@ def _free_port():
 
 def test_two_processes_on_localhost_agree_with_one(shared_data, data_dir, tmp_path):
     """jax.distributed over two local processes (gloo CPU collectives), 2 devices each: same parameters."""
-    from vae_jax.commands import load_run
+    from vae_jax.rundir import load_run
 
     common = ["--train-split", "train[:2000]", "--valid-split", "validation[:200]", "--epochs", "2",
               "--latent-dim", "5", "--hidden", "64", "--no-progress", "--manual-dir", str(shared_data),

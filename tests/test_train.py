@@ -12,7 +12,10 @@ import pytest
 from vae_jax.checkpoint import Checkpointer
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
 from vae_jax.models import VAE
-from vae_jax.train_loop import ConfigMismatchError, DataOptions, train_and_evaluate
+from vae_jax.data import DataOptions
+from vae_jax.errors import ConfigMismatchError
+from vae_jax.rundir import load_train_state
+from vae_jax.train_loop import train_and_evaluate
 from vae_jax.train_step import TrainState, kl_weight, make_optimizer, make_train_epoch
 
 
@@ -89,9 +92,10 @@ def test_gradient_clipping_is_applied():
 
 def test_resume_ends_with_the_same_parameters(shared_data, data_dir, tmp_path):
     options = DataOptions(data_dir=str(data_dir), manual_dir=str(shared_data))
-    straight = train_and_evaluate(small_config(epochs=3), tmp_path / "straight", options, progress=False)
+    train_and_evaluate(small_config(epochs=3), tmp_path / "straight", options, progress=False)
     train_and_evaluate(small_config(epochs=2), tmp_path / "resumed", options, progress=False)
-    resumed = train_and_evaluate(small_config(epochs=3), tmp_path / "resumed", options, progress=False)
+    train_and_evaluate(small_config(epochs=3), tmp_path / "resumed", options, progress=False)
+    straight, resumed = (load_train_state(tmp_path / name)[2] for name in ("straight", "resumed"))
     chex.assert_trees_all_equal(straight.params, resumed.params)
     chex.assert_trees_all_equal(straight.opt_state, resumed.opt_state)
     lines = [json.loads(l) for l in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]

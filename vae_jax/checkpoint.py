@@ -1,14 +1,18 @@
 """Orbax checkpoints of the train state, the base key and the run's config, behind a small wrapper.
 
-Layout: ``WORKDIR/checkpoints/<step>/{state,meta}``. ``state`` holds params, optimizer state and step;
-``meta`` (JSON) holds the config, the base key as key data, the epoch and its metrics. Orbax writes
-each checkpoint into a temporary folder and renames it when complete, so a killed save never
-leaves a checkpoint that looks complete.
+Layout: ``<directory>/<step>/{state,meta}``. ``state`` holds params, optimizer state and step; ``meta``
+(JSON) holds the config, the base key as key data, the epoch and its metrics. Orbax writes each
+checkpoint into a temporary folder and renames it when complete, so a killed save never leaves a
+checkpoint that looks complete. Orbax's own messages (tracebacks of a failed save or restore) go to a
+log file, not the terminal; the caller reports the one line that matters.
 """
 
+import contextlib
+import os
 import shutil
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -18,29 +22,44 @@ from vae_jax.train_step import TrainState
 from vae_jax.types import PRNGKey
 
 
-class CheckpointError(Exception):
-    """No usable checkpoint; the message says what to do."""
+@contextlib.contextmanager
+def _stderr_to(log_path: Path | None):
+    """Sends everything written to file descriptor 2 (Python or C++) to ``log_path`` meanwhile."""
+    if log_path is None or not log_path.parent.is_dir():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(log_path, "a") as log:
+            os.dup2(log.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 class Checkpointer:
     """Saves and restores training checkpoints in ``directory``.
 
-    Keeps the ``keep`` latest checkpoints and the one with the best validation ELBO.
+    Keeps the ``keep`` latest checkpoints and the one with the best validation ELBO (read from each
+    checkpoint's own metadata, so the rule holds across resumes).
     """
 
-    def __init__(self, directory: str | Path, keep: int = 3):
-        policy = ocp.checkpoint_managers.AnyPreservationPolicy([
-            ocp.checkpoint_managers.LatestN(n=keep),
-            ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m["valid_elbo"], n=1),
-        ])
-        options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy, enable_async_checkpointing=False, create=True
-        )
+    def __init__(self, directory: str | Path, keep: int = 3, *, corrupt_dir: str | Path | None = None,
+                 log_path: str | Path | None = None):
         self.directory = Path(directory).absolute()
+        self.keep = keep
+        self.corrupt_dir = Path(corrupt_dir) if corrupt_dir else self.directory.parent / "corrupt_checkpoints"
+        self.log_path = Path(log_path) if log_path else None
+        options = ocp.CheckpointManagerOptions(max_to_keep=None, enable_async_checkpointing=False, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, state: TrainState, base_key: PRNGKey, config: dict, epoch: int, metrics: dict) -> int:
-        """Writes a checkpoint named by the state's step and returns that step."""
+        """Writes a checkpoint named by the state's step, prunes old ones, and returns the step."""
         step = int(state.step)
         meta = {
             "config": config,
@@ -48,37 +67,62 @@ class Checkpointer:
             "epoch": epoch,
             "metrics": metrics,
         }
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            metrics={"valid_elbo": float(metrics.get("valid_elbo", -np.inf))},
-            force=True,
-        )
-        self._manager.wait_until_finished()
+        with _stderr_to(self.log_path):
+            self._manager.save(
+                step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                force=True,
+            )
+            self._manager.wait_until_finished()
+        self._prune()
         return step
+
+    def _prune(self):
+        steps = self.steps()
+        keep = set(steps[-self.keep:])
+        ranked = self.steps_by_score()
+        if ranked:
+            keep.add(ranked[0])
+        for step in steps:
+            if step not in keep:
+                self._manager.delete(step)
 
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
     def read_meta(self, step: int) -> dict[str, Any]:
-        return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        with _stderr_to(self.log_path):
+            return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def steps_by_score(self, log: Callable[[str], None] | None = None) -> list[int]:
+        """Steps from the best validation ELBO down; a checkpoint whose metadata cannot be read is left
+        out (and reported with ``log``)."""
+        scores = {}
+        for step in self.steps():
+            try:
+                scores[step] = float(self.read_meta(step)["metrics"].get("valid_elbo", -np.inf))
+            except Exception as err:
+                if log is not None:
+                    log(f"warning: checkpoint {step} in {self.directory} is damaged ({type(err).__name__}); "
+                        "skipping it")
+        return sorted(scores, key=lambda s: (-scores[s], -s))
 
     def best_step(self) -> int | None:
-        scores = {s: self.read_meta(s)["metrics"].get("valid_elbo", -np.inf) for s in self.steps()}
-        return max(scores, key=scores.get) if scores else None
+        ranked = self.steps_by_score()
+        return ranked[0] if ranked else None
 
     def restore(self, template: TrainState, step: int) -> tuple[TrainState, PRNGKey, dict[str, Any]]:
         """Restores (state, base key, meta) of ``step`` with the structure of ``template``."""
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore())
-        )
+        with _stderr_to(self.log_path):
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore())
+            )
         meta = restored["meta"]
         base_key = jax.random.wrap_key_data(np.asarray(meta["base_key"], np.uint32))
         return restored["state"], base_key, meta
 
     def quarantine(self, step: int) -> Path:
-        """Moves a damaged checkpoint to ``<workdir>/corrupt_checkpoints/<step>`` (kept for inspection)."""
-        target = self.directory.parent / "corrupt_checkpoints" / str(step)
+        """Moves a damaged checkpoint to ``corrupt_dir/<step>`` (kept for inspection)."""
+        target = self.corrupt_dir / str(step)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             shutil.rmtree(target)

@@ -1,7 +1,6 @@
-"""What each ``vae-jax`` command does, given its parsed arguments; also usable from Python."""
+"""What each ``vae-jax`` command does, given its parsed arguments."""
 
 import json
-import re
 from pathlib import Path
 
 import jax
@@ -10,116 +9,119 @@ import numpy as np
 
 from vae_jax import data as data_lib
 from vae_jax import images, parallel
-from vae_jax.checkpoint import Checkpointer, CheckpointError
+from vae_jax.cli_options import config_from_args
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
+from vae_jax.data import DataOptions
+from vae_jax.errors import ConfigError
+from vae_jax.evaluate import EvalConfig
 from vae_jax.evaluate import evaluate as run_estimators
-from vae_jax.models import VAE
-from vae_jax.train_loop import EVAL_STREAM, DataOptions, check_data_fits_model, train_and_evaluate
-from vae_jax.train_step import TrainState, make_optimizer
+from vae_jax.rundir import RunFolder, load_run, write_atomic
+from vae_jax.streams import EVAL_STREAM
+from vae_jax.train_loop import train_and_evaluate
+
+MAX_IMAGES = 1024  # a 32 x 32 grid of 28 x 28 images at 3x is a ~7 MB PNG
 
 
 def _data_options(args) -> DataOptions:
     return DataOptions(data_dir=args.data_dir, manual_dir=args.manual_dir, download=args.download)
 
 
-def config_from_args(args) -> ExperimentConfig:
-    learned = args.sigma == "learned"
-    model = ModelConfig(latent_dim=args.latent_dim, hidden=args.hidden, activation=args.activation,
-                        likelihood=args.likelihood, sigma=1.0 if learned else args.sigma, learn_sigma=learned)
-    train = TrainConfig(
-        dataset=args.dataset, train_split=args.train_split, valid_split=args.valid_split, binarize=args.binarize,
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, schedule=args.schedule,
-        decay_rate=args.decay_rate, adam_eps=args.adam_eps,
-        output_bias_init=args.output_bias_init, grad_clip=args.grad_clip, objective=args.objective, num_samples=args.num_samples,
-        beta=args.beta, kl_warmup_epochs=args.kl_warmup_epochs, seed=args.seed,
-        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints,
-    )
-    return ExperimentConfig(model, train)
+def experiment_config(args) -> ExperimentConfig:
+    return ExperimentConfig(config_from_args(ModelConfig, args), config_from_args(TrainConfig, args))
+
+
+def check_options(args):
+    """Builds the command's configs from its options (``args.config``, ``args.eval_config``), checking them
+    all before anything is read or written; raises :class:`ConfigError`."""
+    if args.command == "train":
+        args.config = experiment_config(args)
+    elif args.command == "evaluate":
+        args.eval_config = config_from_args(EvalConfig, args)
 
 
 def train(args):
+    config = args.config
     if args.coordinator_address:
         parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    config = config_from_args(args)
-    state = train_and_evaluate(config, args.workdir, _data_options(args), progress=not args.no_progress)
-    lines = Path(args.workdir, "metrics.jsonl").read_text().splitlines()
-    last = json.loads(lines[-1]) if lines else {}
-    return (f"trained to step {int(state.step)}: valid ELBO {last.get('valid_elbo', float('nan')):.2f} nats; "
-            f"metrics in {Path(args.workdir, 'metrics.jsonl')}, checkpoints in {Path(args.workdir, 'checkpoints')}")
+    record = train_and_evaluate(config, args.workdir, _data_options(args), progress=not args.no_progress)
+    folder = RunFolder(args.workdir)
+    return (f"trained to epoch {record.get('epoch', '?')} (step {record.get('step', '?')}): valid ELBO "
+            f"{record.get('valid_elbo', float('nan')):.2f} nats; metrics in {folder.metrics_path}, "
+            f"checkpoints in {folder.checkpoints_dir}")
 
 
-def load_run(workdir, which: str = "latest"):
-    """(config, vae, params, checkpoint step) of a trained run folder."""
-    workdir = Path(workdir)
-    config_path = workdir / "config.json"
-    if not config_path.exists():
-        raise CheckpointError(f"{workdir} is not a vae-jax run folder (no config.json); train one with "
-                              f"'vae-jax train --workdir {workdir}'.")
-    config = ExperimentConfig.from_json(config_path.read_text())
-    ckpt = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
-    try:
-        step = ckpt.best_step() if which == "best" else (ckpt.steps() or [None])[-1]
-        if step is None:
-            raise CheckpointError(f"{workdir} has no checkpoint yet; run 'vae-jax train --workdir {workdir}' first.")
-        vae = VAE(config.model)
-        template = TrainState.create(vae.init(jax.random.key(0)), make_optimizer(config.train, 1))
-        state, _, _ = ckpt.restore(template, step)
-    finally:
-        ckpt.close()
-    return config, vae, state.params, step
+def _output_path(args, default: Path | None = None) -> Path:
+    """``--output`` (relative paths inside WORKDIR), checked writable before any work is done."""
+    path = Path(args.output) if args.output else default
+    path = path if path.is_absolute() else Path(args.workdir) / path
+    if path.is_dir():
+        raise ConfigError(f"--output {path} is a folder; give a file name.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    probe = path.with_name(f".{path.name}.probe")
+    probe.write_bytes(b"")  # raises OSError (exit 2, with a hint) when the folder is not writable
+    probe.unlink()
+    return path
+
+
+def _load_images(folder: RunFolder, config: ExperimentConfig, split: str, args) -> data_lib.ArrayDataset:
+    options = folder.data_options(_data_options(args))
+    return data_lib.load(config.train.dataset, split, data_dir=options.data_dir, manual_dir=options.manual_dir,
+                         download=options.download)
 
 
 def evaluate(args):
+    eval_config, folder = args.eval_config, RunFolder(args.workdir)
+    folder.require_config()
+    out = _output_path(args, folder.result_path(eval_config.split))
     config, vae, params, step = load_run(args.workdir, args.checkpoint)
-    dataset = data_lib.load(config.train.dataset, args.split, data_dir=args.data_dir,
-                            manual_dir=args.manual_dir, download=args.download)
-    check_data_fits_model(dataset, config)
-    xs = dataset.images[: args.max_examples]
+    dataset = _load_images(folder, config, eval_config.split, args)
+    data_lib.check_data_fits_model(dataset, config)
+    xs = dataset.images[: eval_config.max_examples]
     if config.train.binarize:  # evaluate on one fixed binarization of the grey levels
-        xs = np.asarray(data_lib.binarize(jax.random.key(args.seed + 1), jnp.asarray(xs)))
+        xs = np.asarray(data_lib.binarize(jax.random.key(eval_config.seed + 1), jnp.asarray(xs)))
 
     def report(name, summary):
         print(f"  {name:<11} {summary['mean']:10.3f} +- {summary['stderr']:.3f} nats "
               f"(n={len(xs)}, samples={summary['num_samples']})", flush=True)
 
-    print(f"evaluating checkpoint {step} on {config.train.dataset} {args.split} ({len(xs)} examples):", flush=True)
-    result = run_estimators(vae, params, xs, jax.random.fold_in(jax.random.key(args.seed), EVAL_STREAM),
-                            estimators=args.estimators, elbo_samples=args.elbo_samples,
-                            num_samples=args.num_samples, naive_samples=args.naive_samples,
-                            chunk_size=args.chunk_size, progress=report)
-    result = {"split": args.split, "checkpoint_step": int(step), **result}
-    out = Path(args.workdir, f"eval_{_safe(args.split)}.json")
-    out.write_text(json.dumps(result, indent=2))
+    print(f"evaluating checkpoint {step} on {config.train.dataset} {eval_config.split} ({len(xs)} examples):",
+          flush=True)
+    result = run_estimators(vae, params, xs, jax.random.fold_in(jax.random.key(eval_config.seed), EVAL_STREAM),
+                            estimators=eval_config.estimators, elbo_samples=eval_config.elbo_samples,
+                            num_samples=eval_config.num_samples, naive_samples=eval_config.naive_samples,
+                            chunk_size=eval_config.chunk_size, report=report, progress=not args.no_progress)
+    result = {"split": eval_config.split, "checkpoint_step": int(step), **result}
+    write_atomic(out, json.dumps(result, indent=2))
     return f"wrote {out}"
 
 
-def _safe(split: str) -> str:
-    return re.sub(r"[^0-9A-Za-z]+", "_", split).strip("_")
-
-
-def _output_path(args) -> Path:
-    path = Path(args.output)
-    return path if path.is_absolute() else Path(args.workdir) / path
+def _image_output(args) -> Path:
+    RunFolder(args.workdir).require_config()
+    if args.num > MAX_IMAGES:
+        raise ConfigError(f"--num {args.num} is more than the {MAX_IMAGES} images a grid holds; "
+                          f"ask for at most {MAX_IMAGES}.")
+    return images.check_png_path(_output_path(args))
 
 
 def sample(args):
+    out = _image_output(args)
     config, vae, params, step = load_run(args.workdir, args.checkpoint)
     z = jax.random.normal(jax.random.key(args.seed), (args.num, config.model.latent_dim))
     means = jax.vmap(vae.mean_image, (None, 0))(params, z)
-    path = images.save_grid(np.asarray(means), _output_path(args))
+    path = images.save_grid(np.asarray(means), out)
     return f"wrote {args.num} samples (mean images E[x|z], z ~ N(0, I), checkpoint {step}) to {path}"
 
 
 def reconstruct(args):
+    out = _image_output(args)
+    folder = RunFolder(args.workdir)
+    dataset = _load_images(folder, folder.require_config(), args.split, args)
     config, vae, params, step = load_run(args.workdir, args.checkpoint)
-    dataset = data_lib.load(config.train.dataset, args.split, data_dir=args.data_dir,
-                            manual_dir=args.manual_dir, download=args.download)
     xs = jnp.asarray(dataset.images[: args.num])
     means, _ = jax.vmap(vae.encode, (None, 0))(params, xs)
     recon = jax.vmap(vae.mean_image, (None, 0))(params, means)
-    # Rows alternate: 8 originals, then their 8 reconstructions.
-    n = (len(xs) // 8) * 8 or len(xs)
-    pairs = np.concatenate([np.asarray(xs[:n]).reshape(-1, 8, xs.shape[1]),
-                            np.asarray(recon[:n]).reshape(-1, 8, xs.shape[1])], axis=1)
-    path = images.save_grid(pairs.reshape(-1, xs.shape[1]), _output_path(args), num_cols=8)
-    return f"wrote {n} originals and their reconstructions (decoded posterior means, checkpoint {step}) to {path}"
+    num_cols = min(8, len(xs))
+    cells = images.interleave_rows(np.asarray(xs), np.asarray(recon), num_cols)
+    path = images.save_grid(cells, out, num_cols=num_cols)
+    return (f"wrote {len(xs)} originals and their reconstructions (decoded posterior means, checkpoint {step}) "
+            f"to {path}")

@@ -1,146 +1,186 @@
-"""Frozen, typed configuration of the model, validated at construction and saved as JSON."""
+"""Frozen, typed configuration of a run, validated at construction and saved as JSON.
+
+Each field carries its help text in ``metadata["help"]``; the command line is built from these
+dataclasses (:mod:`vae_jax.cli`), so an option, its default and its help are written once, here.
+Other metadata: ``positive`` (a number that must be > 0 and finite), ``range`` (low, high), ``choices``,
+and ``cli=False`` for fields that are not command-line options.
+"""
 
 import dataclasses
 import json
+import math
+import typing
 from typing import Any
+
+from vae_jax.errors import ConfigError
 
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "softplus", "silu")
 LIKELIHOODS = ("bernoulli", "gaussian")
+OBJECTIVES = ("elbo", "iwae")
+SCHEDULES = ("constant", "cosine", "exponential", "burda")
+OUTPUT_BIAS_INITS = ("zero", "data_mean")
+SEED_RANGE = (-(2**63), 2**63)  # what jax.random.key accepts
+
+
+def option(default, help: str, **metadata):
+    """A dataclass field with its command-line help and checks in ``metadata``."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _type_ok(value, hint) -> bool:
+    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType")):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return _is_number(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, tuple) and all(_type_ok(v, typing.get_args(hint)[0]) for v in value)
+    return isinstance(value, hint)
+
+
+def _describe(hint) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
+    if typing.get_origin(hint) is tuple:
+        return "a list of integers"
+    if typing.get_args(hint):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    return names.get(hint, str(hint))
+
+
+def validate_fields(obj):
+    """Checks every field of a config dataclass against its type and its ``positive``/``choices`` metadata."""
+    hints = typing.get_type_hints(type(obj))
+    for field in dataclasses.fields(obj):
+        value, meta = getattr(obj, field.name), field.metadata
+        if not _type_ok(value, hints[field.name]):
+            raise ConfigError(f"{field.name} must be {_describe(hints[field.name])}, got {value!r}.")
+        if value is None:
+            continue
+        if meta.get("positive") and not all(0 < v < math.inf for v in (value if isinstance(value, tuple) else (value,))):
+            if isinstance(value, tuple):
+                raise ConfigError(f"{field.name} sizes must be positive integers, got {value!r}.")
+            kind = "integer" if hints[field.name] is int else "number"
+            raise ConfigError(f"{field.name} must be a positive {kind}, got {value!r}.")
+        if "range" in meta and not meta["range"][0] <= value < meta["range"][1]:
+            raise ConfigError(f"{field.name} must be in [{meta['range'][0]}, {meta['range'][1]}), got {value!r}.")
+        if "choices" in meta:
+            unknown = [v for v in value if v not in meta["choices"]] if isinstance(value, tuple) else \
+                [value] if value not in meta["choices"] else []
+            if unknown:
+                what = repr(unknown) if isinstance(value, tuple) else repr(value)
+                raise ConfigError(f"unknown {field.name} {what}; choose from {','.join(meta['choices'])}.")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """The VAE architecture and its likelihood.
 
-    Attributes:
-      data_dim: D, length of a flattened example.
-      latent_dim: K, dimension of z.
-      hidden: hidden layer widths of the encoder MLP; the decoder mirrors them in reverse.
-      activation: one of ``ACTIVATIONS``.
-      likelihood: ``"bernoulli"`` (logits g(z), binary data) or ``"gaussian"`` (mean g(z)).
-      sigma: Gaussian decoder standard deviation (fixed), or its initial value when ``learn_sigma``.
-      learn_sigma: learn a per-dimension log-sigma parameter instead of fixing sigma.
-      min_sigma: floor of a learned sigma. Pixels that are constant in the data (MNIST's borders)
-        otherwise drive their sigma to 0 and the density to +infinity.
-      min_log_var, max_log_var: bounds that keep the encoder's log variance in a safe range.
+    ``data_dim`` is D, the length of a flattened example; ``latent_dim`` is K. The decoder's hidden widths
+    mirror the encoder's in reverse. A learned per-pixel sigma is floored at ``min_sigma``: pixels that are
+    constant in the data (MNIST's borders) otherwise drive it to 0 and the density to +infinity.
     """
 
-    data_dim: int = 784
-    latent_dim: int = 50
-    hidden: tuple[int, ...] = (200, 200)
-    activation: str = "tanh"
-    likelihood: str = "bernoulli"
-    sigma: float = 1.0
-    learn_sigma: bool = False
-    min_sigma: float = 1e-3
-    min_log_var: float = -20.0
-    max_log_var: float = 20.0
+    data_dim: int = option(784, "length D of a flattened example", positive=True, cli=False)
+    latent_dim: int = option(50, "dimension K of z", positive=True)
+    hidden: tuple[int, ...] = option((200, 200), "hidden widths of the encoder, comma-separated (the decoder "
+                                     "mirrors them)", positive=True)
+    activation: str = option("tanh", "hidden activation", choices=ACTIVATIONS)
+    likelihood: str = option("bernoulli", "decoder p(x|z): Bernoulli logits (binary data) or Gaussian mean",
+                             choices=LIKELIHOODS)
+    sigma: float = option(1.0, "Gaussian decoder std (a number), or 'learned' for a learned per-pixel sigma",
+                          positive=True)
+    learn_sigma: bool = option(False, "learn a per-pixel log sigma (set by --sigma learned)", cli=False)
+    min_sigma: float = option(1e-3, "floor of a learned sigma", positive=True, cli=False)
+    min_log_var: float = option(-20.0, "lower bound of the encoder's log variance", cli=False)
+    max_log_var: float = option(20.0, "upper bound of the encoder's log variance", cli=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "hidden", tuple(self.hidden))
-        for name in ("data_dim", "latent_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in self.hidden):
-            raise ValueError(f"hidden sizes must be positive integers, got {self.hidden!r}.")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; choose one of {ACTIVATIONS}.")
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}.")
-        if not self.sigma > 0 or self.sigma == float("inf"):
-            raise ValueError(f"sigma must be a positive finite number, got {self.sigma!r}.")
-        if not 0 < self.min_sigma <= self.sigma:
-            raise ValueError(f"min_sigma must be positive and at most sigma, got {self.min_sigma!r}.")
+        if isinstance(self.hidden, list):
+            object.__setattr__(self, "hidden", tuple(self.hidden))
+        if self.hidden == ():
+            raise ConfigError("hidden must list at least one width, such as 200,200.")
+        validate_fields(self)
+        if not self.min_sigma <= self.sigma:
+            raise ConfigError(f"min_sigma must be at most sigma, got {self.min_sigma!r} > {self.sigma!r}.")
         if not self.min_log_var < self.max_log_var:
-            raise ValueError("min_log_var must be smaller than max_log_var.")
+            raise ConfigError("min_log_var must be smaller than max_log_var.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        return cls(**data)
+        return _from_dict(cls, data, "model")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-OBJECTIVES = ("elbo", "iwae")
-SCHEDULES = ("constant", "cosine", "exponential", "burda")
-OUTPUT_BIAS_INITS = ("zero", "data_mean")
-
-
-def _positive(name, value, kind=(int,)):
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a positive {'integer' if kind == (int,) else 'number'}, got {value!r}.")
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """How a model is trained.
+    """How a model is trained; see each field's help.
 
-    Attributes:
-      dataset: a name from ``vae_jax.data.DATASETS``.
-      train_split, valid_split: TFDS split strings; None picks the dataset's default.
-      binarize: dynamic binarization x ~ Bernoulli(pixel), redrawn at every step (grey-level data).
-      epochs, batch_size: length of training and examples per step.
-      learning_rate, schedule, decay_rate: Adam's step size and its schedule over all steps
-        (``constant``; ``cosine`` to 0; ``exponential`` to learning_rate * decay_rate; ``burda``: Burda et
-        al. (2015)'s 8 stages i = 0..7 at learning_rate * 10^(-i/7), stage i lasting 3^i / 3280 of the
-        epochs, so ``epochs=3280`` is the paper's protocol exactly).
-      adam_eps: epsilon of Adam's denominator (Burda et al. used 1e-4; optax's default is 1e-8).
-      grad_clip: clip gradients to this global norm; None for no clipping.
-      objective: ``elbo`` (beta-weighted KL) or ``iwae`` (importance-weighted bound).
-      num_samples: samples of z per example (ELBO average, or k of the IWAE bound).
-      beta: weight of the KL term in the ``elbo`` objective.
-      kl_warmup_epochs: beta grows linearly from 0 to ``beta`` over these epochs (0: off).
-      output_bias_init: ``zero``, or ``data_mean``: the decoder's output bias starts at the logit of the
-        training set's pixel means (Bernoulli) or at the means themselves (Gaussian), as Burda et al. did.
-      seed: the base key; every random draw derives from it with ``fold_in``.
-      checkpoint_every: save every N epochs (and at the end).
-      keep_checkpoints: how many latest checkpoints to keep (the best is kept as well).
+    Schedules over all steps: ``constant``; ``cosine`` to 0; ``exponential`` to learning_rate * decay_rate;
+    ``burda``: Burda et al. (2015)'s 8 stages i = 0..7 at learning_rate * 10^(-i/7), stage i lasting
+    3^i / 3280 of the epochs, so ``epochs=3280`` is the paper's protocol exactly. Every random draw
+    derives from the base key ``seed`` with ``fold_in``.
     """
 
-    dataset: str = "binarized_mnist"
-    train_split: str | None = None
-    valid_split: str | None = None
-    binarize: bool = False
-    epochs: int = 10
-    batch_size: int = 100
-    learning_rate: float = 1e-3
-    schedule: str = "constant"
-    decay_rate: float = 0.1
-    adam_eps: float = 1e-8
-    grad_clip: float | None = None
-    objective: str = "elbo"
-    num_samples: int = 1
-    beta: float = 1.0
-    kl_warmup_epochs: int = 0
-    output_bias_init: str = "zero"
-    seed: int = 0
-    checkpoint_every: int = 1
-    keep_checkpoints: int = 3
+    dataset: str = option("binarized_mnist", "training data")
+    train_split: str | None = option(None, "TFDS split to train on (default: the dataset's own)")
+    valid_split: str | None = option(None, "TFDS split for validation (default: the dataset's own)")
+    binarize: bool = option(False, "dynamic binarization of grey levels, redrawn every step")
+    epochs: int = option(10, "epochs to train in total", positive=True)
+    batch_size: int = option(100, "examples per step", positive=True)
+    learning_rate: float = option(1e-3, "Adam step size", positive=True)
+    schedule: str = option("constant", "learning-rate schedule (burda: the paper's 8 stages, scaled to --epochs)",
+                           choices=SCHEDULES)
+    decay_rate: float = option(0.1, "final factor of the exponential schedule", positive=True)
+    adam_eps: float = option(1e-8, "epsilon of Adam (Burda et al. used 1e-4)", positive=True)
+    grad_clip: float | None = option(None, "clip gradients to this global norm (default: no clipping)",
+                                     positive=True)
+    objective: str = option("elbo", "training objective: the beta-weighted ELBO, or the IWAE bound",
+                            choices=OBJECTIVES)
+    num_samples: int = option(1, "z samples per example (k for iwae)", positive=True)
+    beta: float = option(1.0, "KL weight of the elbo objective")
+    kl_warmup_epochs: int = option(0, "ramp beta linearly from 0 over these epochs (0: off)")
+    output_bias_init: str = option("zero", "decoder output bias at start: zero, or the logit of the training "
+                                   "set's pixel means (the mean itself for Gaussian)", choices=OUTPUT_BIAS_INITS)
+    seed: int = option(0, "base random seed", range=SEED_RANGE)
+    checkpoint_every: int = option(1, "save every N epochs (and at the end)", positive=True)
+    keep_checkpoints: int = option(3, "latest checkpoints kept (the best is kept as well)", positive=True)
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "num_samples", "checkpoint_every", "keep_checkpoints"):
-            _positive(name, getattr(self, name))
-        _positive("learning_rate", self.learning_rate, (int, float))
-        _positive("decay_rate", self.decay_rate, (int, float))
-        _positive("adam_eps", self.adam_eps, (int, float))
-        if self.grad_clip is not None:
-            _positive("grad_clip", self.grad_clip, (int, float))
-        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not self.beta >= 0:
-            raise ValueError(f"beta must be a non-negative number, got {self.beta!r}.")
-        if isinstance(self.kl_warmup_epochs, bool) or not isinstance(self.kl_warmup_epochs, int) \
-                or self.kl_warmup_epochs < 0:
-            raise ValueError(f"kl_warmup_epochs must be a non-negative integer, got {self.kl_warmup_epochs!r}.")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; choose one of {OBJECTIVES}.")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}.")
-        if self.output_bias_init not in OUTPUT_BIAS_INITS:
-            raise ValueError(f"unknown output_bias_init {self.output_bias_init!r}; choose one of {OUTPUT_BIAS_INITS}.")
+        validate_fields(self)
+        if not 0 <= self.beta < math.inf:
+            raise ConfigError(f"beta must be a non-negative finite number, got {self.beta!r}.")
+        if self.kl_warmup_epochs < 0:
+            raise ConfigError(f"kl_warmup_epochs must be a non-negative integer, got {self.kl_warmup_epochs!r}.")
+
+    @property
+    def extendable(self) -> bool:
+        """Whether ``epochs`` may change when resuming (only the constant schedule ignores it)."""
+        return self.schedule == "constant"
+
+
+def _from_dict(cls, data, section: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"the {section!r} section must be a JSON object, got {type(data).__name__}.")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown field(s) {unknown} in the {section!r} section; known: {sorted(names)}.")
+    try:
+        return cls(**data)
+    except ConfigError as err:
+        raise ConfigError(f"{section}.{err}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,25 +195,37 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
-        return cls(ModelConfig.from_dict(data["model"]), TrainConfig(**data["train"]))
+        """Raises :class:`ConfigError` naming the section and field that is missing, unknown or invalid."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"expected a JSON object with 'model' and 'train' sections, got {type(data).__name__}.")
+        missing = [s for s in ("model", "train") if s not in data]
+        if missing:
+            raise ConfigError(f"missing section(s) {missing}; a run's config has 'model' and 'train'.")
+        unknown = sorted(set(data) - {"model", "train"})
+        if unknown:
+            raise ConfigError(f"unknown section(s) {unknown}; a run's config has 'model' and 'train'.")
+        return cls(ModelConfig.from_dict(data["model"]), _from_dict(TrainConfig, data["train"], "train"))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "ExperimentConfig":
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"not valid JSON ({err}).") from None
+        return cls.from_dict(data)
 
     def differences(self, other: "ExperimentConfig") -> list[str]:
-        """Human-readable ``section.field: theirs != mine`` lines.
+        """Human-readable ``section.field: theirs (saved) != mine (now)`` lines.
 
         ``epochs`` may differ (a run can be extended) unless the learning-rate schedule depends on it.
         """
         mine, theirs = self.to_dict(), other.to_dict()
-        extendable = self.train.schedule == "constant"
         lines = []
         for section in mine:
             for key, value in mine[section].items():
-                if not (key == "epochs" and extendable) and value != theirs[section].get(key):
+                if not (key == "epochs" and self.train.extendable) and value != theirs[section].get(key):
                     lines.append(f"{section}.{key}: {theirs[section].get(key)!r} (saved) != {value!r} (now)")
         return lines

@@ -19,7 +19,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from vae_jax.tfds_builders import BUILDERS, SPECS, DataFileError, find_local_file
+from vae_jax.config import ExperimentConfig
+from vae_jax.errors import ConfigError, DataError, DataFileError
+from vae_jax.tfds_builders import BUILDERS, SPECS, find_local_file
 from vae_jax.types import Array, PRNGKey
 
 DATASETS = tuple(SPECS)
@@ -54,8 +56,31 @@ class ArrayDataset:
         return bool(np.all((self.images == 0) | (self.images == 1)))
 
 
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+    """Where the data comes from (not part of a run's identity; a run folder records it)."""
+
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    download: bool = False
+
+    def absolute(self) -> "DataOptions":
+        """The same options with absolute paths, valid from any working directory."""
+        absolute = lambda p: None if p is None else str(Path(p).expanduser().absolute())
+        return DataOptions(absolute(self.data_dir), absolute(self.manual_dir), self.download)
+
+    def merged_over(self, recorded: "DataOptions | None") -> "DataOptions":
+        """These options where given (not None), the ``recorded`` ones elsewhere."""
+        if recorded is None:
+            return self
+        pick = lambda mine, theirs: mine if mine is not None else theirs
+        return DataOptions(pick(self.data_dir, recorded.data_dir), pick(self.manual_dir, recorded.manual_dir),
+                           self.download or recorded.download)
+
+
 def default_data_dir() -> Path:
-    return Path(os.environ.get("TFDS_DATA_DIR", Path.home() / "tensorflow_datasets"))
+    """``$TFDS_DATA_DIR`` when set and not empty, else ``~/tensorflow_datasets``."""
+    return Path(os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets")
 
 
 def _manual_dirs(manual_dir, data_dir: Path) -> list[Path]:
@@ -117,28 +142,47 @@ def load(name: str, split: str, *, data_dir=None, manual_dir=None, download: boo
       the split as an :class:`ArrayDataset` with images scaled to [0, 1].
 
     Raises:
-      ValueError: unknown dataset or split.
-      DataFileError: files missing, truncated or failing their checksum.
+      ConfigError: unknown dataset, or a split that is unknown, malformed or empty.
+      DataFileError: files missing, truncated or failing their checksum; a damaged prepared dataset.
     """
     if name not in SPECS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}.")
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {DATASETS}.")
     match = _SPLIT.match(split)
     if match is None or match["base"] not in SPECS[name].split_files:
-        raise ValueError(
+        raise ConfigError(
             f"unknown split {split!r} for {name}; use one of {list(SPECS[name].split_files)}, "
             "optionally sliced as in TFDS (e.g. 'train[:1000]', 'test[80%:]')."
         )
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     with _quiet_tfds():
         builder = _prepare(name, match["base"], data_dir, manual_dir, download)
-        splits = builder.info.splits  # empty under tfds.testing.mock_data
-        if splits and splits[split].num_examples == 0:
-            raise ValueError(f"split {split!r} of {name} is empty; choose a non-empty slice.")
-        records = _read_all(builder.as_data_source(split=split))
+        _check_split_size(builder, name, split)
+        try:
+            records = _read_all(builder.as_data_source(split=split))
+        except (RuntimeError, OSError, ValueError) as err:
+            raise DataFileError(
+                f"the prepared dataset in {builder.data_dir} is damaged ({str(err)[:200]}); delete that folder "
+                "and run again: it is prepared anew from the dataset files."
+            ) from None
     images = np.stack([r["image"] for r in records]).reshape(len(records), -1)
     scale = 1.0 if name == "binarized_mnist" else 255.0
     labels = np.array([r["label"] for r in records], np.int32) if SPECS[name].has_labels else None
     return ArrayDataset((images / scale).astype(np.float32), labels, name, split)
+
+
+def _check_split_size(builder, name: str, split: str):
+    splits = builder.info.splits  # empty under tfds.testing.mock_data
+    if not splits:
+        return
+    try:
+        count = splits[split].num_examples
+    except ValueError as err:  # TFDS: a slice beyond the split, or one it cannot parse
+        first_line = str(err).splitlines()[0]
+        raise ConfigError(f"split {split!r} of {name}: {first_line} Slices look like 'test[:1000]', "
+                          "'test[1000:2000]' or 'test[80%:]'.") from None
+    if count <= 0:
+        raise ConfigError(f"split {split!r} of {name} selects no examples (the slice is empty or reversed); "
+                          "choose a non-empty slice such as 'test[:1000]'.")
 
 
 def _read_all(source) -> list[dict]:
@@ -155,6 +199,19 @@ def epoch_batches(key: PRNGKey, images: Array, batch_size: int) -> Array:
     num_batches = images.shape[0] // batch_size
     order = jax.random.permutation(key, images.shape[0])[: num_batches * batch_size]
     return images[order].reshape(num_batches, batch_size, images.shape[-1])
+
+
+def check_data_fits_model(dataset: ArrayDataset, config: ExperimentConfig):
+    """Raises :class:`DataError` when ``dataset`` cannot be modelled as configured (dimension, NaN, 0/1 data)."""
+    images, data_dim, likelihood = dataset.images, config.model.data_dim, config.model.likelihood
+    if images.shape[1] != data_dim:
+        raise DataError(f"{dataset.name} examples have {images.shape[1]} values but the model expects "
+                        f"data_dim={data_dim}.")
+    if not np.all(np.isfinite(images)):
+        raise DataError(f"{dataset.name} {dataset.split} contains NaN or Inf values; clean the data first.")
+    if likelihood == "bernoulli" and not config.train.binarize and not dataset.is_binary:
+        raise DataError(f"{dataset.name} holds grey levels but the Bernoulli likelihood needs 0/1 data: "
+                        "pass --binarize (dynamic binarization) or use --likelihood gaussian.")
 
 
 def binarize(key: PRNGKey, images: Array) -> Array:

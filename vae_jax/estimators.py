@@ -4,7 +4,8 @@ Both estimators are a log-mean-exp of M log-weights,
 
     log p(x) ~= log (1/M) sum_m w_m,
 
-streamed over chunks of samples with a running logsumexp, so memory holds one chunk, not M samples.
+streamed over chunks of samples with a running maximum and linear-space sums (as streaming softmax
+does), so memory holds one chunk, not M samples.
 Sample ``m`` is drawn from ``fold_in(key, m)`` (see :mod:`vae_jax.sampling`): for a given key the
 estimate is the same for every ``chunk_size``, up to float rounding.
 
@@ -40,10 +41,53 @@ class LogMeanExpStats(NamedTuple):
     ess: Array
 
 
+class _Sums(NamedTuple):
+    """Running sums of w and w^2 in linear space relative to a shift: sum w = (s1 + c1) exp(shift),
+    sum w^2 = (s2 + c2) exp(2 shift); c1, c2 are Neumaier compensation terms."""
+
+    shift: Array
+    s1: Array
+    c1: Array
+    s2: Array
+    c2: Array
+
+
+def _neumaier_add(total: Array, compensation: Array, value: Array) -> tuple[Array, Array]:
+    """total + value with the rounding error kept in ``compensation`` (Neumaier's compensated sum)."""
+    new = total + value
+    lost = jnp.where(jnp.abs(total) >= jnp.abs(value), (total - new) + value, (value - new) + total)
+    return new, compensation + lost
+
+
+def _chunk_sums(log_w: Array) -> _Sums:
+    """Sums of one chunk [C, ...] of log-weights, shifted by their maximum (one exp per weight)."""
+    top = lax.stop_gradient(jnp.max(log_w, axis=0))
+    scaled = jnp.exp(log_w - jnp.where(jnp.isfinite(top), top, 0.0))
+    # An empty chunk (all -inf) has shift -inf, so it never lowers the precision of the others.
+    shift = jnp.where(jnp.isfinite(top), top, jnp.where(top > 0, 0.0, -jnp.inf))
+    zero = jnp.zeros_like(top)
+    return _Sums(shift, jnp.sum(scaled, axis=0), zero, jnp.sum(scaled * scaled, axis=0), zero)
+
+
+def _merge(a: _Sums, b: _Sums) -> _Sums:
+    """The sums of a and b together, rescaled to the larger shift (as streaming softmax does)."""
+    shift = jnp.maximum(a.shift, b.shift)
+    base = jnp.where(jnp.isfinite(shift), shift, 0.0)
+    fa, fb = jnp.exp(a.shift - base), jnp.exp(b.shift - base)
+    s1, c1 = _neumaier_add(a.s1 * fa, a.c1 * fa, b.s1 * fb)
+    s2, c2 = _neumaier_add(a.s2 * fa * fa, a.c2 * fa * fa, b.s2 * fb * fb)
+    return _Sums(shift, s1, c1, s2, c2)
+
+
 def stream_log_mean_exp(
     log_weights: Callable[[Array], Array], num_samples: int, chunk_size: int | None
 ) -> LogMeanExpStats:
     """Runs ``log_weights`` over sample indices 0..M-1 in chunks and reduces them stably.
+
+    The running sums of w and w^2 are carried in linear space relative to a running maximum of log w,
+    with compensated addition, so their precision does not depend on the size of log w (a log-space
+    running sum at log w ~ -260 nats would drop, in float32, every term below half an ulp of 260) and
+    the estimate does not depend on ``chunk_size`` beyond float rounding.
 
     Args:
       log_weights: [C] int32 sample indices -> [C, ...] log-weights log w_m (trailing axes, e.g. one
@@ -62,23 +106,15 @@ def stream_log_mean_exp(
         indices = start + jnp.arange(chunk, dtype=jnp.int32)
         log_w = log_weights(indices)
         valid = (indices < num_samples).reshape((chunk,) + (1,) * (log_w.ndim - 1))
-        log_w = jnp.where(valid, log_w, -jnp.inf)  # pad the last chunk
-        # log sum w and log sum w^2 from one exp per weight: w^2 / M^2 = (w / M)^2 with M the largest w.
-        top = lax.stop_gradient(jnp.max(log_w, axis=0))
-        top = jnp.where(jnp.isfinite(top), top, 0.0)  # all -inf (or an inf): no shift needed
-        scaled = jnp.exp(log_w - top)
-        return jnp.log(jnp.sum(scaled, axis=0)) + top, jnp.log(jnp.sum(scaled * scaled, axis=0)) + 2.0 * top
+        return _chunk_sums(jnp.where(valid, log_w, -jnp.inf))  # pad the last chunk
 
     sums = chunk_sums(0)
     if num_chunks > 1:
-
-        def body(carry, start):
-            new = chunk_sums(start)
-            return (jnp.logaddexp(carry[0], new[0]), jnp.logaddexp(carry[1], new[1])), None
-
         starts = jnp.arange(1, num_chunks, dtype=jnp.int32) * chunk
-        sums, _ = lax.scan(body, sums, starts)
-    log_sum_w, log_sum_w2 = sums
+        sums, _ = lax.scan(lambda carry, start: (_merge(carry, chunk_sums(start)), None), sums, starts)
+    base = jnp.where(jnp.isfinite(sums.shift), sums.shift, 0.0)
+    log_sum_w = jnp.log(sums.s1 + sums.c1) + base
+    log_sum_w2 = jnp.log(sums.s2 + sums.c2) + 2.0 * base
     relative_var = jnp.maximum(jnp.exp(log_sum_w2 - 2.0 * log_sum_w) - 1.0 / num_samples, 0.0)
     bessel = num_samples / (num_samples - 1) if num_samples > 1 else jnp.nan
     return LogMeanExpStats(

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from vae_jax.config import ModelConfig
 from vae_jax.distributions import LOG_2PI, bernoulli_log_prob, gaussian_log_prob
 from vae_jax.types import Array, ArrayLike, Params, PRNGKey
+from vae_jax.errors import ConfigError
 
 
 def _activation(name: str):
@@ -113,7 +114,7 @@ class VAE:
     def _check(self, name: str, value: ArrayLike, size: int, what: str) -> Array:
         value = jnp.asarray(value)
         if value.ndim != 1 or value.shape[0] != size:
-            raise ValueError(f"{name} must have shape [{size}] ({what} of this model), got {tuple(value.shape)}; "
+            raise ConfigError(f"{name} must have shape [{size}] ({what} of this model), got {tuple(value.shape)}; "
                              "functions of the model take one example: batch them with jax.vmap.")
         return value
 

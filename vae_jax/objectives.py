@@ -5,6 +5,7 @@ Batch with ``jax.vmap`` (one key per example) and reduce over the batch explicit
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from vae_jax import validation
 from vae_jax.sampling import standard_normal_stream
@@ -38,11 +39,13 @@ def elbo_terms(
     mean: ArrayLike,
     log_var: ArrayLike,
     num_samples: int = 1,
+    chunk_size: int | None = None,
 ) -> tuple[Array, Array]:
     """The two terms of the ELBO: (E_q[log p(x|z)] estimated with S samples, KL(q || p) exact).
 
     Sample ``s`` is z_s = mean + exp(log_var / 2) * eps_s with eps_s drawn from ``fold_in(key, s)``,
-    the same stream as :func:`vae_jax.importance_log_marginal` uses.
+    the same stream as :func:`vae_jax.importance_log_marginal` uses, so the result does not depend on
+    ``chunk_size``.
 
     Args:
       key: PRNG key for this example.
@@ -51,16 +54,28 @@ def elbo_terms(
       mean: [K] mean of q(z|x).
       log_var: [K] log variance of q(z|x).
       num_samples: S, samples of z for the reconstruction term.
+      chunk_size: samples evaluated at once (memory is O(chunk_size * D)); None for all S at once.
 
     Returns:
       (reconstruction, kl), two scalars in nats; ELBO = reconstruction - kl.
     """
     x, mean, log_var = validation.check_example(x, mean, log_var)
     validation.check_positive_int("num_samples", num_samples)
-    eps = standard_normal_stream(key, jnp.arange(num_samples), mean.shape[-1], mean.dtype)
-    z = mean + jnp.exp(0.5 * log_var) * eps  # [S, K]
-    reconstruction = jnp.mean(jax.vmap(log_likelihood, in_axes=(None, 0))(x, z))
-    return reconstruction, kl_standard_normal(mean, log_var)
+    chunk = min(validation.check_chunk_size(chunk_size) or num_samples, num_samples)
+    std = jnp.exp(0.5 * log_var)
+
+    def chunk_sum(start):  # sum of log p(x|z_s) over the chunk's samples s < S
+        indices = start + jnp.arange(chunk)
+        z = mean + std * standard_normal_stream(key, indices, mean.shape[-1], mean.dtype)  # [C, K]
+        values = jax.vmap(log_likelihood, in_axes=(None, 0))(x, z)
+        return jnp.sum(jnp.where(indices < num_samples, values, 0.0))
+
+    starts = jnp.arange(-(-num_samples // chunk)) * chunk
+    if starts.shape[0] == 1:
+        total = chunk_sum(0)
+    else:
+        total, _ = lax.scan(lambda acc, start: (acc + chunk_sum(start), None), jnp.zeros((), x.dtype), starts)
+    return total / num_samples, kl_standard_normal(mean, log_var)
 
 
 def elbo(

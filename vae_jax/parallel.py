@@ -9,6 +9,7 @@ For several hosts, call ``jax.distributed.initialize()`` before anything else (s
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from vae_jax.errors import ConfigError
 
 DATA_AXIS = "data"
 
@@ -19,7 +20,7 @@ def data_mesh(batch_size: int) -> Mesh | None:
     if len(devices) == 1:
         return None
     if batch_size % len(devices):
-        raise ValueError(f"batch size {batch_size} must be divisible by the {len(devices)} devices "
+        raise ConfigError(f"batch size {batch_size} must be divisible by the {len(devices)} devices "
                          "to split it across them; choose a multiple.")
     return Mesh(devices, (DATA_AXIS,))
 

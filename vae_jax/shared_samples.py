@@ -17,6 +17,7 @@ from vae_jax.distributions import LOG_2PI
 from vae_jax.estimators import LogMeanExpStats, stream_log_mean_exp
 from vae_jax.sampling import standard_normal_stream
 from vae_jax.types import Array, ArrayLike, PRNGKey
+from vae_jax.errors import ConfigError
 
 LogLikelihoodMatrixFn = Callable[[Array, Array], Array]  # (xs [N, D], z [C, K]) -> [N, C]
 
@@ -24,7 +25,7 @@ LogLikelihoodMatrixFn = Callable[[Array, Array], Array]  # (xs [N, D], z [C, K])
 def _check_batch(xs: ArrayLike) -> Array:
     xs = jnp.asarray(xs)
     if xs.ndim != 2:
-        raise ValueError(f"xs must be a batch of examples of shape [N, D], got shape {tuple(xs.shape)}.")
+        raise ConfigError(f"xs must be a batch of examples of shape [N, D], got shape {tuple(xs.shape)}.")
     return xs
 
 

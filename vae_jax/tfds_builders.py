@@ -13,10 +13,13 @@ import dataclasses
 import functools
 import gzip
 import hashlib
+import zlib
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from vae_jax.errors import DataFileError
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -64,17 +67,13 @@ SPECS = {
 }
 
 
-class DataFileError(Exception):
-    """A dataset file is missing, truncated, or fails its checksum; the message says what to do."""
-
-
 def _read_maybe_gzip(path: Path) -> bytes:
     data = path.read_bytes()
     if path.suffix == ".gz":
         try:
             return gzip.decompress(data)
-        except (OSError, EOFError) as err:
-            raise DataFileError(f"{path} is not a complete gzip file ({err}). Replace it with a fresh copy.") from err
+        except (OSError, EOFError, zlib.error) as err:  # truncated, or damaged bytes
+            raise DataFileError(f"{path} is not a complete, undamaged gzip file ({err}). Replace it with a fresh copy.") from err
     return data
 
 

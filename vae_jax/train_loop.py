@@ -1,7 +1,7 @@
-"""The training loop: data, resume, epochs, validation, metrics.jsonl and checkpoints."""
+"""The training loop: data, resume, epochs, validation, metrics and checkpoints in a run folder."""
 
-import dataclasses
-import json
+import contextlib
+import signal
 import time
 from pathlib import Path
 
@@ -14,90 +14,42 @@ from vae_jax import data as data_lib
 from vae_jax import parallel
 from vae_jax.checkpoint import Checkpointer
 from vae_jax.config import ExperimentConfig
+from vae_jax.data import DataOptions
+from vae_jax.errors import ConfigError, ConfigMismatchError, Interrupted, NonFiniteError, RunFolderError
 from vae_jax.evaluate import map_in_batches
 from vae_jax.models import VAE
+from vae_jax.rundir import RunFolder
+from vae_jax.streams import BINARIZE_STREAM, DATA_STREAM, EVAL_STREAM, INIT_STREAM, TRAIN_STREAM
 from vae_jax.train_step import TrainState, make_eval_elbo, make_optimizer, make_train_epoch
 
-# Streams derived from the base key with fold_in; fixed forever so runs stay reproducible.
-INIT_STREAM, DATA_STREAM, TRAIN_STREAM, EVAL_STREAM, BINARIZE_STREAM = 0, 1, 2, 3, 4
 
-
-class ConfigMismatchError(Exception):
-    """A workdir holds a run whose config differs from the one asked for."""
-
-
-class NonFiniteError(Exception):
-    """Training produced a non-finite loss or gradient."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DataOptions:
-    """Where the data comes from (not part of the run's identity)."""
-
-    data_dir: str | None = None
-    manual_dir: str | None = None
-    download: bool = False
-
-
-def check_workdir_config(workdir: Path, config: ExperimentConfig, write: bool = True):
-    """Refuses a workdir whose saved config disagrees with ``config``; then writes ``config.json``."""
-    path = workdir / "config.json"
-    if path.exists():
-        saved = ExperimentConfig.from_json(path.read_text())
-        diffs = config.differences(saved)
-        if diffs:
-            raise ConfigMismatchError(
-                f"{workdir} holds a run with a different configuration:\n  " + "\n  ".join(diffs)
-                + "\nRun with the saved options to resume it (only --epochs may change), or use a new --workdir."
-            )
-    if not write:
+def check_config(saved: ExperimentConfig | None, config: ExperimentConfig, where: str):
+    """Raises :class:`ConfigMismatchError` with a field-by-field diff when ``saved`` differs from ``config``."""
+    diffs = [] if saved is None else config.differences(saved)
+    if not diffs:
         return
-    workdir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(config.to_json())
-    tmp.replace(path)
+    if all(d.startswith("train.epochs:") for d in diffs):
+        advice = (f"The {config.train.schedule!r} learning-rate schedule is laid out over the number of epochs, "
+                  f"so this run cannot be lengthened or shortened: resume it with --epochs {saved.train.epochs}, "
+                  "or start a new --workdir.")
+    else:
+        advice = ("Run with the saved options to resume it (--epochs may change when the schedule is constant), "
+                  "or use a new --workdir. Nothing was changed.")
+    raise ConfigMismatchError(f"{where} holds a run with a different configuration:\n  " + "\n  ".join(diffs)
+                              + "\n" + advice)
 
 
 def load_training_data(config: ExperimentConfig, options: DataOptions):
     """(train, validation) :class:`ArrayDataset` after checking they suit the model."""
     tc = config.train
     default_train, default_valid = data_lib.DEFAULT_SPLITS[tc.dataset]
-    kwargs = dataclasses.asdict(options)
+    kwargs = dict(data_dir=options.data_dir, manual_dir=options.manual_dir, download=options.download)
     train = data_lib.load(tc.dataset, tc.train_split or default_train, **kwargs)
     valid = data_lib.load(tc.dataset, tc.valid_split or default_valid, **kwargs)
-    check_data_fits_model(train, config)
+    data_lib.check_data_fits_model(train, config)
+    if len(train) < tc.batch_size:
+        raise ConfigError(f"batch size {tc.batch_size} is larger than the training split ({len(train)} examples).")
     return train, valid
-
-
-def check_data_fits_model(dataset: data_lib.ArrayDataset, config: ExperimentConfig):
-    images = dataset.images
-    if images.shape[1] != config.model.data_dim:
-        raise ValueError(f"{dataset.name} examples have {images.shape[1]} values but the model expects "
-                         f"data_dim={config.model.data_dim}.")
-    if not np.all(np.isfinite(images)):
-        raise ValueError(f"{dataset.name} {dataset.split} contains NaN or Inf values; clean the data first.")
-    if config.model.likelihood == "bernoulli" and not config.train.binarize and not dataset.is_binary:
-        raise ValueError(f"{dataset.name} holds grey levels but the Bernoulli likelihood needs 0/1 data: "
-                         "pass --binarize (dynamic binarization) or use --likelihood gaussian.")
-
-
-def _restore_latest_good(ckpt: Checkpointer, template: TrainState, log):
-    """The newest checkpoint that restores; corrupt ones are reported and skipped."""
-    for step in reversed(ckpt.steps()):
-        try:
-            return ckpt.restore(template, step)
-        except Exception as err:  # a damaged checkpoint: set it aside and fall back to the previous one
-            moved = ckpt.quarantine(step)
-            log(f"checkpoint {step} could not be restored ({type(err).__name__}: {str(err)[:200]}); "
-                f"moved it to {moved} and trying an older one")
-    return None
-
-
-def _rewrite_metrics(path: Path, last_epoch: int):
-    """Drops metrics.jsonl lines of epochs after ``last_epoch`` (their work is being redone)."""
-    if path.exists():
-        lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["epoch"] <= last_epoch]
-        path.write_text("".join(l + "\n" for l in lines))
 
 
 def validation_elbo(eval_elbo, params, images, key) -> dict[str, float]:
@@ -106,14 +58,36 @@ def validation_elbo(eval_elbo, params, images, key) -> dict[str, float]:
     return {name: float(np.mean(v)) for name, v in values.items()}
 
 
-def _resume(ckpt: Checkpointer, state: TrainState, base_key, workdir: Path, log):
-    """(state, base key, completed epochs) from the newest good checkpoint, or the fresh ones."""
-    restored = _restore_latest_good(ckpt, state, log)
-    if restored is None:
-        return state, base_key, 0
-    state, base_key, meta = restored
-    log(f"resuming from checkpoint {int(state.step)} (epoch {meta['epoch']}) in {workdir}")
-    return state, base_key, meta["epoch"]
+def resume(ckpt: Checkpointer, template: TrainState, config: ExperimentConfig, where: str, log):
+    """(state, base key, completed epochs) of the newest good checkpoint, or None when there is none.
+
+    A checkpoint written for another configuration is never touched: the run is refused with the
+    diff. Only a checkpoint that fails to restore (its integrity check) is set aside.
+    """
+    for step in reversed(ckpt.steps()):
+        try:
+            meta = ckpt.read_meta(step)
+            saved = ExperimentConfig.from_dict(meta["config"])
+        except ConfigError as err:
+            raise RunFolderError(f"checkpoint {step} in {ckpt.directory} holds a config this version cannot "
+                                 f"read ({err}); use a new --workdir.") from None
+        except Exception as err:
+            _set_aside(ckpt, step, err, log)
+            continue
+        check_config(saved, config, f"checkpoint {step} in {where}")
+        try:
+            state, base_key, meta = ckpt.restore(template, step)
+        except Exception as err:
+            _set_aside(ckpt, step, err, log)
+            continue
+        return state, base_key, meta["epoch"]
+    return None
+
+
+def _set_aside(ckpt: Checkpointer, step: int, err: Exception, log):
+    moved = ckpt.quarantine(step)
+    log(f"checkpoint {step} could not be restored ({type(err).__name__}: {str(err)[:200]}); "
+        f"moved it to {moved} and trying an older one")
 
 
 def _check_finite(train_metrics: dict, epoch: int, saved_epoch: int):
@@ -126,40 +100,86 @@ def _check_finite(train_metrics: dict, epoch: int, saved_epoch: int):
         )
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler or ``kill``) stops training like Ctrl-C: the last completed epoch is saved."""
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _initial_state(vae: VAE, config: ExperimentConfig, optimizer, base_key, train) -> TrainState:
+    params = vae.init(jax.random.fold_in(base_key, INIT_STREAM))
+    if config.train.output_bias_init == "data_mean":
+        params = vae.with_output_bias(params, train.images.mean(axis=0))
+    return TrainState.create(params, optimizer)
+
+
 def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: DataOptions = DataOptions(),
-                       *, progress: bool = True, log=print) -> TrainState:
+                       *, progress: bool = True, log=print) -> dict:
     """Trains (or resumes) the run in ``workdir`` to ``config.train.epochs`` epochs.
 
-    Per epoch: train and validation ELBO, KL, reconstruction, seconds and examples/s go to
-    ``workdir/metrics.jsonl``; checkpoints go to ``workdir/checkpoints``.
+    Per epoch: train and validation ELBO, KL, reconstruction, seconds and examples/s go to the run's
+    ``metrics.jsonl``; checkpoints go to its ``checkpoints/``. Everything is checked (options, data,
+    the saved config and the checkpoints' configs) before anything is written.
+
+    Returns:
+      the last epoch's metrics record (``{}`` when the run had nothing left to do and no record).
     """
-    workdir, tc = Path(workdir), config.train
-    check_workdir_config(workdir, config, write=False)
+    folder, tc = RunFolder(workdir), config.train
+    check_config(folder.read_config(), config, str(folder.path))
     train, valid = load_training_data(config, options)  # bad data fails before anything is written
     steps_per_epoch = len(train) // tc.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch size {tc.batch_size} is larger than the training split ({len(train)} examples).")
-    if parallel.is_primary():
-        check_workdir_config(workdir, config)
     vae = VAE(config.model)
     optimizer = make_optimizer(tc, tc.epochs * steps_per_epoch)
     base_key = jax.random.key(tc.seed)
-    params = vae.init(jax.random.fold_in(base_key, INIT_STREAM))
-    if tc.output_bias_init == "data_mean":
-        params = vae.with_output_bias(params, train.images.mean(axis=0))
-    fresh = TrainState.create(params, optimizer)
-    ckpt = Checkpointer(workdir / "checkpoints", keep=tc.keep_checkpoints)
-    state, base_key, saved_epoch = _resume(ckpt, fresh, base_key, workdir, log)
-    metrics_path = workdir / "metrics.jsonl"
-    if parallel.is_primary():
-        _rewrite_metrics(metrics_path, saved_epoch)
+    primary = parallel.is_primary()
+    with (folder.lock() if primary else contextlib.nullcontext()):
+        ckpt = folder.checkpointer(tc.keep_checkpoints)
+        try:
+            fresh = _initial_state(vae, config, optimizer, base_key, train)
+            restored = resume(ckpt, fresh, config, str(folder.path), log)
+            state, base_key, saved_epoch = restored or (fresh, base_key, 0)
+            if saved_epoch > tc.epochs:
+                raise RunFolderError(f"{folder.path} is already at epoch {saved_epoch}, past --epochs {tc.epochs}; "
+                                     "nothing was changed. Evaluate it, or pass a larger --epochs to train on.")
+            if restored:
+                log(f"resuming from checkpoint {int(state.step)} (epoch {saved_epoch}) in {folder.path}")
+            if primary:
+                folder.write_config(config)
+                folder.write_data_source(options)
+                folder.keep_metrics_through(saved_epoch, log)
+            if saved_epoch == tc.epochs:
+                log(f"{folder.path} is already trained to epoch {saved_epoch}; nothing to do")
+                return (folder.read_metrics() or [{}])[-1]
+            with _sigterm_as_interrupt():
+                return _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_epoch,
+                                     train, valid, progress, log)
+        finally:
+            ckpt.close()
 
+
+def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_epoch, train, valid, progress, log):
+    tc = config.train
+    steps_per_epoch = len(train) // tc.batch_size
     images, valid_images = jnp.asarray(train.images), valid.images
     if tc.binarize:  # validate on one fixed binarization, so epochs are comparable
         valid_images = np.asarray(data_lib.binarize(jax.random.fold_in(base_key, BINARIZE_STREAM), valid_images))
     data_key, train_key = (jax.random.fold_in(base_key, s) for s in (DATA_STREAM, TRAIN_STREAM))
     mesh = parallel.data_mesh(tc.batch_size)
     state = parallel.replicate(state, mesh)
+    if mesh is not None:
+        sharding = jax.tree_util.tree_leaves(state.params)[0].sharding
+        log(f"training data-parallel over {mesh.devices.size} devices, parameters replicated: {sharding}")
     batches_of = lambda epoch: parallel.shard_batch(  # [steps, B, D], B split across devices
         data_lib.epoch_batches(jax.random.fold_in(data_key, epoch), images, tc.batch_size), mesh, 1)
     compile_start = time.perf_counter()
@@ -169,6 +189,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
     eval_elbo = make_eval_elbo(vae)
     bar = tqdm(range(saved_epoch + 1, tc.epochs + 1), desc="epochs", disable=not progress,
                initial=saved_epoch, total=tc.epochs)
+    record = {}
     try:
         for epoch in bar:
             start = time.perf_counter()
@@ -182,23 +203,19 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
                       **{f"valid_{k}": v for k, v in valid_metrics.items()},
                       "seconds": seconds, "examples_per_second": steps_per_epoch * tc.batch_size / seconds}
             if parallel.is_primary():
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+                folder.append_metrics(record)
             bar.set_postfix(train_elbo=f"{record['train_elbo']:.2f}", valid_elbo=f"{record['valid_elbo']:.2f}")
             if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs:
                 ckpt.save(state, base_key, config.to_dict(), epoch, record)
                 saved_epoch = epoch
-    except KeyboardInterrupt:
-        done = _last_epoch(state, steps_per_epoch)
+    except KeyboardInterrupt as interrupt:
+        bar.close()
+        done = int(state.step) // steps_per_epoch
         if saved_epoch < done:
-            ckpt.save(state, base_key, config.to_dict(), done, {})
-            log(f"interrupted: saved a checkpoint at epoch {done}; run again to resume")
+            ckpt.save(state, base_key, config.to_dict(), done, record if record.get("epoch") == done else {})
+        name = signal.Signals(getattr(interrupt, "signum", signal.SIGINT)).name
+        log(f"interrupted ({name}): the last checkpoint is at epoch {done}; run the same command again to resume")
         raise
     finally:
         bar.close()
-        ckpt.close()
-    return state
-
-
-def _last_epoch(state: TrainState, steps_per_epoch: int) -> int:
-    return int(state.step) // steps_per_epoch
+    return record

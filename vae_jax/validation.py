@@ -6,12 +6,13 @@ All checks look only at static information (shapes, Python ints), so they cost n
 import jax.numpy as jnp
 
 from vae_jax.types import Array, ArrayLike
+from vae_jax.errors import ConfigError
 
 
 def check_positive_int(name: str, value) -> int:
-    """Returns ``value`` if it is a positive Python int; raises ValueError otherwise."""
+    """Returns ``value`` if it is a positive Python int; raises ConfigError (a ValueError) otherwise."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}.")
     return value
 
 
@@ -27,7 +28,7 @@ def _as_float_vector(name: str, value: ArrayLike) -> Array:
     if not jnp.issubdtype(array.dtype, jnp.floating):
         array = array.astype(jnp.float32)
     if array.ndim != 1:
-        raise ValueError(
+        raise ConfigError(
             f"{name} must be ONE example of shape [{'D' if name == 'x' else 'K'}], got shape "
             f"{tuple(array.shape)}. The estimators are written for one example: batch them with "
             "jax.vmap (one key per example)."
@@ -41,7 +42,7 @@ def check_example(x: ArrayLike, mean: ArrayLike, log_var: ArrayLike) -> tuple[Ar
     mean = _as_float_vector("mean", mean)
     log_var = _as_float_vector("log_var", log_var)
     if mean.shape != log_var.shape:
-        raise ValueError(
+        raise ConfigError(
             f"mean and log_var must have the same shape [K], got {tuple(mean.shape)} and "
             f"{tuple(log_var.shape)}."
         )

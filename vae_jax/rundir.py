@@ -1,0 +1,231 @@
+"""The run folder: the one module that knows its layout.
+
+    WORKDIR/
+      config.json             the run's ExperimentConfig (each checkpoint keeps its own copy too)
+      data_source.json        where the data came from (data dir, manual dir), so later commands need not repeat it
+      metrics.jsonl           one JSON object per completed epoch, one line each
+      checkpoints/<step>/     Orbax checkpoints: the latest few and the best by validation ELBO
+      corrupt_checkpoints/    checkpoints that failed their integrity check, set aside for inspection
+      eval_<split>.json       results of ``vae-jax evaluate``, one file per split expression
+      vae-jax.log             details (library tracebacks) of errors kept out of the terminal
+      .lock                   held by the process that is training; names it
+
+Files are replaced atomically (written beside, then renamed); metrics lines are appended whole, and a
+torn last line (a crash or a full disk mid-write) is dropped, with a message, when the run resumes.
+"""
+
+import contextlib
+import dataclasses
+import datetime
+import fcntl
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import jax
+
+from vae_jax.checkpoint import Checkpointer
+from vae_jax.config import ExperimentConfig
+from vae_jax.data import DataOptions
+from vae_jax.errors import CheckpointError, ConfigError, RunFolderError, RunLockedError
+from vae_jax.models import VAE
+from vae_jax.train_step import TrainState, make_optimizer
+from vae_jax.types import Params
+
+
+def write_atomic(path: Path, text: str):
+    """Replaces ``path`` with ``text`` so that a reader sees the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def split_file_name(split: str) -> str:
+    """A file-name form of a TFDS split expression, distinct for distinct expressions.
+
+    ``test`` -> ``test``, ``test[:500]`` -> ``test_to500``, ``test[5:]`` -> ``test_5to``,
+    ``test[-5:]`` -> ``test_m5to``, ``test[80%:]`` -> ``test_80pctto``; other characters are hex-escaped.
+    """
+    tokens = {":": "to", "-": "m", "%": "pct", "[": "_", "]": ""}
+    return "".join(c if c.isalnum() and c.isascii() else tokens.get(c, f"x{ord(c):02x}") for c in split)
+
+
+class RunFolder:
+    """A run folder at ``path`` (which need not exist yet)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_path = self.path / "config.json"
+        self.data_source_path = self.path / "data_source.json"
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.checkpoints_dir = self.path / "checkpoints"
+        self.corrupt_dir = self.path / "corrupt_checkpoints"
+        self.log_path = self.path / "vae-jax.log"
+        self.lock_path = self.path / ".lock"
+
+    def create(self):
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def checkpointer(self, keep: int = 3) -> Checkpointer:
+        return Checkpointer(self.checkpoints_dir, keep=keep, corrupt_dir=self.corrupt_dir, log_path=self.log_path)
+
+    def has_checkpoints(self) -> bool:
+        return self.checkpoints_dir.is_dir() and any(p.name.isdigit() for p in self.checkpoints_dir.iterdir())
+
+    # --- the configuration and the data source -------------------------------------------------------
+    def read_config(self) -> ExperimentConfig | None:
+        """The saved config, or None when there is none; a damaged file is named in the error."""
+        if not self.config_path.exists():
+            return None
+        try:
+            return ExperimentConfig.from_json(self.config_path.read_text())
+        except ConfigError as err:
+            raise RunFolderError(
+                f"{self.config_path} is not a valid run configuration: {err} Fix the file, or delete it: "
+                "training then checks the options against the config stored in each checkpoint."
+            ) from None
+
+    def require_config(self) -> ExperimentConfig:
+        config = self.read_config()
+        if config is None:
+            raise RunFolderError(f"{self.path} is not a vae-jax run folder (no config.json); train one with "
+                                 f"'vae-jax train --workdir {self.path}'.")
+        return config
+
+    def write_config(self, config: ExperimentConfig):
+        write_atomic(self.config_path, config.to_json() + "\n")
+
+    def read_data_source(self) -> DataOptions | None:
+        try:
+            recorded = json.loads(self.data_source_path.read_text())
+            return DataOptions(data_dir=recorded.get("data_dir"), manual_dir=recorded.get("manual_dir"))
+        except (OSError, ValueError, AttributeError):  # absent (older runs) or unreadable: use the defaults
+            return None
+
+    def write_data_source(self, options: DataOptions):
+        fields = dataclasses.asdict(options.absolute())
+        write_atomic(self.data_source_path, json.dumps({k: fields[k] for k in ("data_dir", "manual_dir")}) + "\n")
+
+    def data_options(self, given: DataOptions) -> DataOptions:
+        """``given`` options where set, the recorded data source elsewhere."""
+        return given.merged_over(self.read_data_source())
+
+    # --- metrics -------------------------------------------------------------------------------------
+    def read_metrics(self, log: Callable[[str], None] | None = None) -> list[dict]:
+        """The epochs' records. Lines that do not parse (a torn write) are dropped and, with ``log``,
+        the file is repaired and the user told."""
+        if not self.metrics_path.exists():
+            return []
+        records, torn = [], 0
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                torn += line.strip() != ""
+        if torn and log is not None:
+            self._write_metrics(records)
+            log(f"dropped {torn} incomplete line(s) from {self.metrics_path} (a write cut short by a crash or "
+                "a full disk); the epochs they described are trained again")
+        return records
+
+    def keep_metrics_through(self, epoch: int, log: Callable[[str], None]):
+        """Drops records of epochs after ``epoch`` (their work is being redone) and any torn line."""
+        records = self.read_metrics(log)
+        kept = [r for r in records if r.get("epoch", 0) <= epoch]
+        if len(kept) != len(records):
+            self._write_metrics(kept)
+
+    def _write_metrics(self, records: list[dict]):
+        write_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records))
+
+    def append_metrics(self, record: dict):
+        """Appends one whole line; if the write fails (a full disk), the file is cut back to its old end."""
+        line = (json.dumps(record) + "\n").encode()
+        fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                written = os.write(fd, line)
+                if written != len(line):
+                    raise OSError(f"short write to {self.metrics_path}")
+            except OSError:
+                os.ftruncate(fd, end)
+                raise
+        finally:
+            os.close(fd)
+
+    # --- results -------------------------------------------------------------------------------------
+    def result_path(self, split: str) -> Path:
+        return self.path / f"eval_{split_file_name(split)}.json"
+
+    # --- the lock ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self):
+        """Holds the folder's write lock; raises :class:`RunLockedError` naming the live holder.
+
+        An OS file lock (``flock``): it dies with its process, so a lock left by a killed run is free.
+        """
+        self.create()
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+                raise RunLockedError(f"{self.path} is in use by {holder}; wait for it to finish or stop it, "
+                                     "or use another --workdir.") from None
+            started = datetime.datetime.now().isoformat(timespec="seconds")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} (since {started}: "
+                          f"{' '.join(sys.argv)[:300]})\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+
+class Run(NamedTuple):
+    """A trained run loaded from its folder."""
+
+    config: ExperimentConfig
+    vae: VAE
+    params: Params
+    step: int
+
+
+def load_run(workdir: str | Path, which: str = "latest", log: Callable[[str], None] = print) -> Run:
+    """(config, vae, params, checkpoint step) of a trained run folder.
+
+    ``which`` is ``"latest"`` or ``"best"`` (highest validation ELBO). A checkpoint that cannot be
+    restored is skipped with a message (``log``) and the next one is tried.
+    """
+    config, vae, state, step = load_train_state(workdir, which, log)
+    return Run(config, vae, state.params, step)
+
+
+def load_train_state(workdir: str | Path, which: str = "latest", log: Callable[[str], None] = print):
+    """(config, vae, train state, checkpoint step): :func:`load_run` with the optimizer state too."""
+    folder = RunFolder(workdir)
+    config = folder.require_config()
+    vae = VAE(config.model)
+    template = TrainState.create(vae.init(jax.random.key(0)), make_optimizer(config.train, 1))
+    ckpt = folder.checkpointer(config.train.keep_checkpoints)
+    try:
+        candidates = ckpt.steps_by_score(log) if which == "best" else list(reversed(ckpt.steps()))
+        if not candidates:
+            raise CheckpointError(f"{workdir} has no checkpoint yet; run 'vae-jax train --workdir {workdir}' first.")
+        for step in candidates:
+            try:
+                state, _, _ = ckpt.restore(template, step)
+                return config, vae, state, step
+            except Exception as err:  # a damaged checkpoint: say so and use the next one
+                log(f"warning: checkpoint {step} of {workdir} could not be restored ({type(err).__name__}); "
+                    "skipping it")
+        raise CheckpointError(f"no checkpoint of {workdir} could be restored (details in {folder.log_path}).")
+    finally:
+        ckpt.close()

@@ -1,0 +1,15 @@
+"""Named random streams: every key of a run derives from its base key as ``fold_in(base_key, STREAM)``.
+
+The ids are fixed forever (changing one changes every result drawn from it), and written only here, so
+adding a stream never shifts another.
+"""
+
+# Training (from the run's base key, ``seed``).
+INIT_STREAM = 0  # parameter initialization
+DATA_STREAM = 1  # epoch e is shuffled with fold_in(data key, e)
+TRAIN_STREAM = 2  # step t draws its samples from fold_in(train key, t)
+EVAL_STREAM = 3  # validation ELBO during training; the evaluation key of ``vae-jax evaluate``
+BINARIZE_STREAM = 4  # the fixed binarization of grey-level validation data
+
+# Estimators, from the evaluation key: example i of an estimator uses fold_in(estimator key, i).
+ESTIMATOR_STREAMS = {"elbo": 0, "importance": 1, "naive": 2}
