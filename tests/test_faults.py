@@ -129,3 +129,81 @@ def test_non_finite_loss_stops_with_a_message_and_saves_no_nan(shared_data, data
     ckpt = Checkpointer(workdir / "checkpoints")
     assert ckpt.steps() == []  # the first epoch already failed: nothing was saved
     ckpt.close()
+
+
+def _wait_for_epochs(workdir, proc, count, timeout=180):
+    deadline = time.time() + timeout
+    while not (workdir / "metrics.jsonl").exists() or len(_epochs_logged(workdir)) < count:
+        assert time.time() < deadline and proc.poll() is None, proc.poll()
+        time.sleep(0.2)
+
+
+def test_lock_refuses_a_second_writer_and_sigterm_saves_and_exits_143(shared_data, data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    cmd = _train_cmd(workdir, shared_data, data_dir, 200, "--checkpoint-every", "1000")
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_epochs(workdir, first, 1)
+    second = subprocess.run(cmd, capture_output=True, text=True)
+    assert second.returncode == 2 and f"in use by process {first.pid}" in second.stderr
+    assert "Traceback" not in second.stderr
+    first.send_signal(signal.SIGTERM)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 143, err
+    assert "SIGTERM" in out and "run the same command again to resume" in out and "Traceback" not in err
+    epochs = _epochs_logged(workdir)
+    assert epochs == list(range(1, len(epochs) + 1))  # each epoch once: the second writer wrote nothing
+    ckpt = Checkpointer(workdir / "checkpoints")
+    assert ckpt.read_meta(ckpt.steps()[-1])["epoch"] == epochs[-1]  # the last completed epoch was saved
+    ckpt.close()
+
+
+def test_lock_of_a_killed_process_is_taken_over(shared_data, data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from vae_jax.rundir import RunFolder\n"
+                               "with RunFolder(sys.argv[1]).lock():\n    print('locked', flush=True); time.sleep(600)",
+                               str(workdir)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert "process" in (workdir / ".lock").read_text()  # the dead holder's note is still there
+    result = subprocess.run(_train_cmd(workdir, shared_data, data_dir, 1), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_refused_config_and_corrupt_checkpoint_print_no_library_noise(shared_data, data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    subprocess.run(_train_cmd(workdir, shared_data, data_dir, 2), check=True, capture_output=True)
+    (workdir / "config.json").unlink()
+    refused = subprocess.run(_train_cmd(workdir, shared_data, data_dir, 3, "--latent-dim", "4"),  # the last wins
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "model.latent_dim: 8 (saved) != 4 (now)" in refused.stderr
+    assert len((refused.stdout + refused.stderr).splitlines()) < 10 and "Traceback" not in refused.stderr
+    latest = workdir / "checkpoints" / "100" / "state"
+    for path in latest.rglob("*"):
+        if path.is_file() and path.stat().st_size > 0:
+            path.write_bytes(b"garbage")
+    resumed = subprocess.run(_train_cmd(workdir, shared_data, data_dir, 3), capture_output=True, text=True)
+    assert resumed.returncode == 0 and "checkpoint 100 could not be restored" in resumed.stdout
+    assert len((resumed.stdout + resumed.stderr).splitlines()) < 10 and "Traceback" not in resumed.stderr
+
+
+def test_failed_save_keeps_library_tracebacks_out_of_the_terminal(tmp_path, capfd):
+    import os
+
+    import jax
+    import jax.numpy as jnp
+
+    from vae_jax.train_step import TrainState
+
+    ckpt = Checkpointer(tmp_path / "checkpoints", log_path=tmp_path / "vae-jax.log")
+
+    def full_disk_save(*args, **kwargs):
+        os.write(2, b"Traceback (most recent call last):\n  ... 300 lines of library noise\n")
+        raise OSError(28, "No space left on device")
+
+    ckpt._manager.save = full_disk_save
+    state = TrainState(step=jnp.int32(1), params={"w": jnp.zeros(3)}, opt_state=())
+    with pytest.raises(OSError, match="No space left"):
+        ckpt.save(state, jax.random.key(0), {}, 1, {})
+    assert "library noise" not in capfd.readouterr().err
+    assert "library noise" in (tmp_path / "vae-jax.log").read_text()
