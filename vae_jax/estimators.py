@@ -22,6 +22,7 @@ from jax import lax
 
 from vae_jax import validation
 from vae_jax.distributions import LOG_2PI, standard_normal_log_prob
+from vae_jax.objectives import sample_log_likelihoods
 from vae_jax.sampling import standard_normal_stream
 from vae_jax.types import Array, ArrayLike, LogLikelihoodFn, PRNGKey
 
@@ -154,17 +155,21 @@ def importance_log_marginal_stats(
       :class:`LogMeanExpStats` (estimate, standard error, effective sample size).
     """
     x, mean, log_var = validation.check_example(x, mean, log_var)
-    std = jnp.exp(0.5 * log_var)
-    log_q_const = -0.5 * jnp.sum(log_var + LOG_2PI)
 
     def log_weights(indices):
-        eps = standard_normal_stream(key, indices, mean.shape[-1], mean.dtype)  # [C, K]
-        z = mean + std * eps
-        log_q = log_q_const - 0.5 * jnp.sum(eps**2, axis=-1)
-        log_joint = jax.vmap(lambda z_k: log_likelihood(x, z_k) + standard_normal_log_prob(z_k))(z)
-        return log_joint - log_q
+        eps, z, log_lik = sample_log_likelihoods(key, log_likelihood, x, mean, log_var, indices)
+        return importance_log_weights(eps, z, log_lik, log_var)
 
     return stream_log_mean_exp(log_weights, num_samples, chunk_size)
+
+
+def importance_log_weights(eps: Array, z: Array, log_lik: Array, log_var: Array) -> Array:
+    """log w = log p(x|z) + log p(z) - log q(z|x) [C] for reparameterized samples z = mean + std * eps.
+
+    log q(z|x) = -1/2 sum(eps^2 + log_var + log 2 pi) is computed from eps [C, K] directly.
+    """
+    log_q = -0.5 * jnp.sum(eps**2 + log_var + LOG_2PI, axis=-1)
+    return log_lik + jax.vmap(standard_normal_log_prob)(z) - log_q
 
 
 def importance_log_marginal(

@@ -5,17 +5,19 @@ uninterrupted one would.
 """
 
 import functools
+import math
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from vae_jax.config import TrainConfig
 from vae_jax.data import binarize
-from vae_jax.estimators import importance_log_marginal
+from vae_jax.estimators import importance_log_weights
 from vae_jax.models import VAE
-from vae_jax.objectives import elbo_terms
+from vae_jax.objectives import elbo_terms, kl_standard_normal, sample_log_likelihoods
 from vae_jax.types import Array, Params, PRNGKey
 
 
@@ -61,16 +63,20 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
 def example_loss(vae: VAE, config: TrainConfig, params: Params, key: PRNGKey, x: Array, beta: Array):
     """Loss for one example x [D] and its metrics (elbo, reconstruction, kl), all scalars.
 
-    ``elbo``: -(E_q[log p(x|z)] - beta KL) with ``num_samples`` draws.
-    ``iwae``: -log (1/k) sum_k p(x, z_k) / q(z_k|x), k = ``num_samples``.
+    ``elbo``: -(E_q[log p(x|z)] - beta KL) with S = ``num_samples`` draws.
+    ``iwae``: -log (1/S) sum_s p(x, z_s) / q(z_s|x).
+    Both, and the metrics, come from one decoding of the S samples z_s (sample s from ``fold_in(key, s)``,
+    the stream of :func:`vae_jax.elbo_terms` and :func:`vae_jax.importance_log_marginal`).
     """
     mean, log_var = vae.encode(params, x)
-    log_likelihood = vae.likelihood_fn(params)
-    reconstruction, kl = elbo_terms(key, log_likelihood, x, mean, log_var, config.num_samples)
+    indices = jnp.arange(config.num_samples)
+    eps, z, log_lik = sample_log_likelihoods(key, vae.likelihood_fn(params), x, mean, log_var, indices)
+    reconstruction, kl = jnp.mean(log_lik), kl_standard_normal(mean, log_var)
     if config.objective == "elbo":
         loss = -(reconstruction - beta * kl)
     else:
-        loss = -importance_log_marginal(key, log_likelihood, x, mean, log_var, config.num_samples)
+        log_w = importance_log_weights(eps, z, log_lik, log_var)
+        loss = -(jax.nn.logsumexp(log_w) - math.log(config.num_samples))
     return loss, {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
 
 
@@ -107,9 +113,13 @@ def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTra
         (loss, metrics), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params, keys, xs, beta)
         leaves_finite = [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]
         finite = jnp.isfinite(loss) & jnp.all(jnp.stack(leaves_finite))
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        applied = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
-        new = jax.tree_util.tree_map(lambda a, s: jnp.where(finite, a, s), applied, state)  # skip a bad step
+
+        def apply(state):
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            return state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
+
+        # Skip a bad step. A cond runs one branch; a select over the whole state cost 15% of a CPU step.
+        new = lax.cond(finite, apply, lambda state: state, state)
         first_bad = jnp.where((first_bad < 0) & ~finite, state.step, first_bad)
         return (new.replace(step=state.step + 1), first_bad, train_key), dict(metrics, loss=loss)
 
