@@ -27,16 +27,17 @@ LAYERS = [(784, 200), (200, 200), (200, 100), (50, 200), (200, 200), (200, 784)]
 BATCH = 100
 
 
-def model_flops_per_step() -> float:
-    """Matmul FLOPs of one step: forward 2*B*in*out per layer, backward twice that."""
-    return 3 * sum(2 * BATCH * i * o for i, o in LAYERS)
+def model_flops_per_step(batch: int = BATCH, samples: int = 1) -> float:
+    """Matmul FLOPs of one step: forward 2*B*in*out per layer, backward twice that; the decoder's
+    layers run once per sample."""
+    return 3 * sum(2 * batch * i * o * (samples if n >= 3 else 1) for n, (i, o) in enumerate(LAYERS))
 
 
-def matmul_rate(repeats: int = 2000) -> float:
+def matmul_rate(repeats: int = 2000, batch: int = BATCH) -> float:
     """FLOP/s of the step's matrix products alone: forward, input-gradient and weight-gradient shapes."""
     rng = np.random.default_rng(0)
-    mats = [(jnp.asarray(rng.normal(size=(BATCH, i)), jnp.float32), jnp.asarray(rng.normal(size=(i, o)), jnp.float32),
-             jnp.asarray(rng.normal(size=(BATCH, o)), jnp.float32)) for i, o in LAYERS]
+    mats = [(jnp.asarray(rng.normal(size=(batch, i)), jnp.float32), jnp.asarray(rng.normal(size=(i, o)), jnp.float32),
+             jnp.asarray(rng.normal(size=(batch, o)), jnp.float32)) for i, o in LAYERS]
 
     @jax.jit
     def products(mats):  # every product is returned whole, so none can be simplified away
@@ -46,15 +47,15 @@ def matmul_rate(repeats: int = 2000) -> float:
     start = time.perf_counter()
     for _ in range(repeats):
         jax.block_until_ready(products(mats))
-    return repeats * model_flops_per_step() / (time.perf_counter() - start)
+    return repeats * model_flops_per_step(batch) / (time.perf_counter() - start)
 
 
-def jax_runner(steps: int):
-    config = TrainConfig(batch_size=BATCH)
+def jax_runner(steps: int, batch: int = BATCH, objective: str = "elbo", samples: int = 1):
+    config = TrainConfig(batch_size=batch, objective=objective, num_samples=samples)
     vae = VAE(ModelConfig())
     optimizer = make_optimizer(config, steps)
     state = TrainState.create(vae.init(jax.random.key(0)), optimizer)
-    batches = jax.random.bernoulli(jax.random.key(1), 0.2, (steps, BATCH, 784)).astype(jnp.float32)
+    batches = jax.random.bernoulli(jax.random.key(1), 0.2, (steps, batch, 784)).astype(jnp.float32)
     epoch = make_train_epoch(vae, config, optimizer, steps)
     key = jax.random.key(2)
     holder = {"state": state}
@@ -67,7 +68,7 @@ def jax_runner(steps: int):
     return run
 
 
-def plain_jax_runner(steps: int):
+def plain_jax_runner(steps: int, batch: int = BATCH):
     """The same model and step written directly in JAX + optax, no vae-jax code: dicts of weights,
     one-sample ELBO with batch-drawn eps, Adam, one jitted ``lax.scan`` per epoch."""
     import optax
@@ -102,7 +103,7 @@ def plain_jax_runner(steps: int):
         (params, opt_state), values = jax.lax.scan(step, (params, opt_state), (jnp.arange(len(batches)), batches))
         return params, opt_state, jnp.mean(values)
 
-    batches = jax.random.bernoulli(jax.random.key(1), 0.2, (steps, BATCH, 784)).astype(jnp.float32)
+    batches = jax.random.bernoulli(jax.random.key(1), 0.2, (steps, batch, 784)).astype(jnp.float32)
     holder = {"state": (params, optimizer.init(params))}
 
     def run():
@@ -114,7 +115,7 @@ def plain_jax_runner(steps: int):
     return run
 
 
-def torch_runner(steps: int):
+def torch_runner(steps: int, batch: int = BATCH):
     import torch
     from torch import nn
 
@@ -123,7 +124,7 @@ def torch_runner(steps: int):
     dec = nn.Sequential(nn.Linear(50, 200), nn.Tanh(), nn.Linear(200, 200), nn.Tanh(), nn.Linear(200, 784))
     params = list(enc.parameters()) + list(dec.parameters())
     opt = torch.optim.Adam(params, lr=1e-3)
-    data = (torch.rand(steps, BATCH, 784) < 0.2).float()
+    data = (torch.rand(steps, batch, 784) < 0.2).float()
 
     def step(x):
         mean, log_var = enc(x).chunk(2, dim=-1)
@@ -144,10 +145,24 @@ def torch_runner(steps: int):
     return run
 
 
+def time_alternating(runners: dict, rounds: int) -> dict:
+    """Median seconds per call of each runner, calling them in turn so drift and load hit all alike."""
+    times = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=200, help="steps per timed epoch")
+    p.add_argument("--batch-sizes", default="", help="also time the three loops at these batch sizes, "
+                   "e.g. 20,50,100,200,500,1000 (each with steps * 100 / batch steps)")
+    p.add_argument("--iwae", default="", help="also time vae-jax's IWAE objective with these k, e.g. 1,5,50")
     args = p.parse_args(argv)
     import torch
 
@@ -156,20 +171,26 @@ def main(argv=None):
     runners = {"vae-jax": jax_runner(args.steps), "plain-jax": plain_jax_runner(args.steps),
                "pytorch": torch_runner(args.steps)}
     rate = matmul_rate()
-    times = {name: [] for name in runners}
-    for _ in range(args.rounds):
-        for name, run in runners.items():  # alternating, so drift and load hit both alike
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
+    med = time_alternating(runners, args.rounds)
     flops = model_flops_per_step()
-    med = {name: statistics.median(t) for name, t in times.items()}
     for name, t in med.items():
-        print(f"{name:>8}: {args.steps * BATCH / t:10.0f} examples/s   {args.steps * flops / t / 1e9:6.1f} GFLOP/s (model matmuls)")
+        print(f"{name:>9}: {args.steps * BATCH / t:10.0f} examples/s   {args.steps * flops / t / 1e9:6.1f} GFLOP/s (model matmuls)")
     print(f"  matmul rate at the model's shapes: {rate / 1e9:.1f} GFLOP/s")
     print(f"RATIO vae-jax / plain-jax examples/s: {med['plain-jax'] / med['vae-jax']:.2f}  (target >= 1)")
     print(f"RATIO vae-jax / pytorch examples/s: {med['pytorch'] / med['vae-jax']:.2f}  (target >= 2)")
     print(f"RATIO vae-jax achieved / matmul rate: {args.steps * flops / med['vae-jax'] / rate:.2f}  (target >= 0.60)")
+    for batch in [int(b) for b in args.batch_sizes.split(",") if b]:
+        steps = max(args.steps * BATCH // batch, 5)
+        med = time_alternating({"vae-jax": jax_runner(steps, batch), "plain-jax": plain_jax_runner(steps, batch),
+                                "pytorch": torch_runner(steps, batch)}, args.rounds)
+        rates = {name: steps * batch / t for name, t in med.items()}
+        print(f"batch {batch:5d}: " + "  ".join(f"{n} {r:8.0f}" for n, r in rates.items())
+              + f"  examples/s; vae-jax / pytorch {rates['vae-jax'] / rates['pytorch']:.2f}")
+    for k in [int(k) for k in args.iwae.split(",") if k]:
+        steps = max(args.steps // k, 5)
+        t = time_alternating({"iwae": jax_runner(steps, objective="iwae", samples=k)}, args.rounds)["iwae"]
+        print(f"iwae k={k:3d}: {steps * BATCH / t:8.0f} examples/s  "
+              f"{steps * model_flops_per_step(samples=k) / t / 1e9:6.1f} GFLOP/s (model matmuls)")
 
 
 if __name__ == "__main__":

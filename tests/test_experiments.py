@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from vae_jax.rundir import RunFolder
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 
@@ -48,11 +50,21 @@ def test_burda_quick(shared_data, data_dir, tmp_path):
     import burda
 
     burda.main(["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir),
-                "--workdir", str(tmp_path / "runs"), "--output", str(tmp_path / "out")])
+                "--workdir", str(tmp_path / "runs"), "--output", str(tmp_path / "out"), "--ship"])
     rows = json.loads((tmp_path / "out" / "burda.json").read_text())["results"]
     assert [(r["objective"], r["k"]) for r in rows] == [("elbo", 1), ("iwae", 5), ("iwae", 50)]
     assert all(r["test_log_likelihood"]["mean"] > r["test_elbo"]["mean"] for r in rows)
     assert "88.71" in (tmp_path / "out" / "burda.md").read_text()
+    assert (tmp_path / "out" / "learning_curves.png").stat().st_size > 10_000
+    # The shipped run folder holds one checkpoint and re-evaluates, from any directory, to the same number.
+    from vae_jax.cli import main as vae_jax
+
+    shipped = tmp_path / "out" / "vae"
+    assert len(list((shipped / "checkpoints").iterdir())) == 1
+    assert vae_jax(["evaluate", "--workdir", str(shipped), "--split", "test[:20]", "--estimators", "importance",
+                    "--num-samples", "50", "--data-dir", str(data_dir), "--no-progress"]) == 0  # no --manual-dir
+    again = json.loads(RunFolder(shipped).result_path("test[:20]").read_text())["importance"]["mean"]
+    assert again == pytest.approx(rows[0]["test_log_likelihood"]["mean"], abs=1e-4)
 
 
 @pytest.mark.slow

@@ -13,10 +13,9 @@ from vae_jax.cli_options import config_from_args
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
 from vae_jax.data import DataOptions
 from vae_jax.errors import ConfigError
-from vae_jax.evaluate import EvalConfig
+from vae_jax.evaluate import EvalConfig, evaluation_key
 from vae_jax.evaluate import evaluate as run_estimators
 from vae_jax.rundir import RunFolder, load_run, write_atomic
-from vae_jax.streams import EVAL_STREAM
 from vae_jax.train_loop import train_and_evaluate
 
 MAX_IMAGES = 1024  # a 32 x 32 grid of 28 x 28 images at 3x is a ~7 MB PNG
@@ -86,7 +85,7 @@ def evaluate(args):
 
     print(f"evaluating checkpoint {step} on {config.train.dataset} {eval_config.split} ({len(xs)} examples):",
           flush=True)
-    result = run_estimators(vae, params, xs, jax.random.fold_in(jax.random.key(eval_config.seed), EVAL_STREAM),
+    result = run_estimators(vae, params, xs, evaluation_key(eval_config.seed),
                             estimators=eval_config.estimators, elbo_samples=eval_config.elbo_samples,
                             num_samples=eval_config.num_samples, naive_samples=eval_config.naive_samples,
                             chunk_size=eval_config.chunk_size, report=report, progress=not args.no_progress)

@@ -21,7 +21,7 @@ from vae_jax.estimators import importance_log_marginal_stats
 from vae_jax.models import VAE
 from vae_jax.objectives import elbo_terms
 from vae_jax.shared_samples import naive_log_marginal_shared
-from vae_jax.streams import ESTIMATOR_STREAMS
+from vae_jax.streams import ESTIMATOR_STREAMS, EVAL_STREAM
 from vae_jax.types import Params, PRNGKey
 
 ESTIMATORS = tuple(ESTIMATOR_STREAMS)
@@ -53,6 +53,11 @@ class EvalConfig:
 
     def counts(self) -> dict[str, int]:
         return {"elbo": self.elbo_samples, "importance": self.num_samples, "naive": self.naive_samples}
+
+
+def evaluation_key(seed: int) -> PRNGKey:
+    """The key ``vae-jax evaluate --seed SEED`` uses; pass it to :func:`evaluate` to reproduce its numbers."""
+    return jax.random.fold_in(jax.random.key(seed), EVAL_STREAM)
 
 
 def map_in_batches(fn, key: PRNGKey, images: np.ndarray, batch_size: int, *,

@@ -15,7 +15,6 @@ torn last line (a crash or a full disk mid-write) is dropped, with a message, wh
 """
 
 import contextlib
-import dataclasses
 import datetime
 import fcntl
 import json
@@ -102,15 +101,21 @@ class RunFolder:
         write_atomic(self.config_path, config.to_json() + "\n")
 
     def read_data_source(self) -> DataOptions | None:
+        """The recorded data and manual folders; relative paths are relative to the run folder."""
         try:
             recorded = json.loads(self.data_source_path.read_text())
-            return DataOptions(data_dir=recorded.get("data_dir"), manual_dir=recorded.get("manual_dir"))
-        except (OSError, ValueError, AttributeError):  # absent (older runs) or unreadable: use the defaults
+            resolve = lambda p: None if p is None else str(self.path / p)  # an absolute p stays itself
+            return DataOptions(data_dir=resolve(recorded.get("data_dir")), manual_dir=resolve(recorded.get("manual_dir")))
+        except (OSError, ValueError, AttributeError, TypeError):  # absent (older runs) or unreadable: defaults
             return None
 
-    def write_data_source(self, options: DataOptions):
-        fields = dataclasses.asdict(options.absolute())
-        write_atomic(self.data_source_path, json.dumps({k: fields[k] for k in ("data_dir", "manual_dir")}) + "\n")
+    def write_data_source(self, options: DataOptions, relative_to: Path | None = None):
+        """Records ``options``' folders, absolute, or relative to ``relative_to`` (a run folder that travels
+        with its repository)."""
+        options = options.absolute()
+        to_text = lambda p: None if p is None else (os.path.relpath(p, relative_to) if relative_to else p)
+        write_atomic(self.data_source_path, json.dumps({"data_dir": to_text(options.data_dir),
+                                                        "manual_dir": to_text(options.manual_dir)}) + "\n")
 
     def data_options(self, given: DataOptions) -> DataOptions:
         """``given`` options where set, the recorded data source elsewhere."""
