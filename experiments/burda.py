@@ -98,9 +98,7 @@ def main(argv=None):
     rows, curves, start = {r["model"]: r for r in previous}, {}, time.perf_counter()
     for name in names:
         config, workdir = model_config(name, args, args.quick), Path(args.workdir) / name
-        t0 = time.perf_counter()
         train_and_evaluate(config, workdir, options, progress=False, log=lambda m: None)
-        train_seconds = time.perf_counter() - t0
         records = RunFolder(workdir).read_metrics()
         curves[name] = records
         _, vae, params, step = load_run(workdir, "best")
