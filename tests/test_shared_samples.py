@@ -31,8 +31,11 @@ def test_shared_naive_equals_per_example_naive_with_the_same_key():
     shared = naive_log_marginal_shared(key, lambda x, z: vae.log_likelihood_matrix(params, x, z), xs, 3, 2000, 300)
     ll = vae.likelihood_fn(params)
     single = jax.vmap(lambda x: vj.naive_log_marginal_stats(key, ll, x, 3, 2000, 300))(xs)
-    for a, b in zip(shared, single):
+    for a, b in zip(shared[:3], single[:3]):  # estimate, stderr, ESS
         np.testing.assert_allclose(a, b, rtol=2e-5)
+    # k-hat is fitted to the largest log-weights, which the two paths round differently (~1e-6); near
+    # k = 0 a relative tolerance means nothing, and its statistical error is ~0.1 (M = 135).
+    np.testing.assert_allclose(shared.khat, single.khat, atol=1e-4)
 
 
 def test_grid_quadrature_matches_exact_linear_gaussian():

@@ -80,8 +80,11 @@ def evaluate(args):
         xs = np.asarray(data_lib.binarize(jax.random.key(eval_config.seed + 1), jnp.asarray(xs)))
 
     def report(name, summary):
+        heavy = summary.get("khat_above_0.7")
+        warning = f"; k-hat > 0.7 for {100 * heavy:.1f}% of examples: their MC error and ESS are unreliable" \
+            if heavy else ""
         print(f"  {name:<11} {summary['mean']:10.3f} +- {summary['stderr']:.3f} nats "
-              f"(n={len(xs)}, samples={summary['num_samples']})", flush=True)
+              f"(n={len(xs)}, samples={summary['num_samples']}{warning})", flush=True)
 
     print(f"evaluating checkpoint {step} on {config.train.dataset} {eval_config.split} ({len(xs)} examples):",
           flush=True)

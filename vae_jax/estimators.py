@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from vae_jax import validation
+from vae_jax.diagnostics import pareto_khat, pareto_tail_size
 from vae_jax.distributions import LOG_2PI, standard_normal_log_prob
 from vae_jax.objectives import sample_log_likelihoods
 from vae_jax.sampling import standard_normal_stream
@@ -35,11 +36,14 @@ class LogMeanExpStats(NamedTuple):
       stderr: delta-method standard error of ``log_marginal``:
         sd(w) / (sqrt(M) mean(w)) = sqrt((sum w^2 / (sum w)^2 - 1/M) M / (M - 1)); NaN for M = 1.
       ess: effective sample size of the weights, (sum w)^2 / sum w^2, between 1 and M.
+      khat: Pareto shape k-hat of the largest weights (:mod:`vae_jax.diagnostics`); above 0.7 ``stderr``
+        and ``ess`` are not valid measures of accuracy. NaN when M < 25 (too few for a tail fit).
     """
 
     log_marginal: Array
     stderr: Array
     ess: Array
+    khat: Array
 
 
 class _Sums(NamedTuple):
@@ -102,17 +106,33 @@ def stream_log_mean_exp(
     num_samples = validation.check_positive_int("num_samples", num_samples)
     chunk = min(validation.check_chunk_size(chunk_size) or num_samples, num_samples)
     num_chunks = -(-num_samples // chunk)
+    tail = pareto_tail_size(num_samples) + 1 if num_samples >= 25 else 0  # the M largest and the threshold
 
-    def chunk_sums(start):
+    def chunk_sums(start, top):
         indices = start + jnp.arange(chunk, dtype=jnp.int32)
         log_w = log_weights(indices)
         valid = (indices < num_samples).reshape((chunk,) + (1,) * (log_w.ndim - 1))
-        return _chunk_sums(jnp.where(valid, log_w, -jnp.inf))  # pad the last chunk
+        log_w = jnp.where(valid, log_w, -jnp.inf)  # pad the last chunk
+        if tail:  # running top-(M+1), examples first: [..., M + 1]
+            merged = jnp.concatenate([top, jnp.moveaxis(lax.stop_gradient(log_w), 0, -1)], axis=-1)
+            top = lax.top_k(merged, tail)[0]
+        return _chunk_sums(log_w), top
 
-    sums = chunk_sums(0)
+    if tail:
+        trailing = jax.eval_shape(log_weights, jax.ShapeDtypeStruct((1,), jnp.int32)).shape[1:]
+        first_top = jnp.full((*trailing, tail), -jnp.inf)
+    else:
+        first_top = None
+    sums, top = chunk_sums(0, first_top)
     if num_chunks > 1:
+
+        def body(carry, start):
+            sums, top = carry
+            new, top = chunk_sums(start, top)
+            return (_merge(sums, new), top), None
+
         starts = jnp.arange(1, num_chunks, dtype=jnp.int32) * chunk
-        sums, _ = lax.scan(lambda carry, start: (_merge(carry, chunk_sums(start)), None), sums, starts)
+        (sums, top), _ = lax.scan(body, (sums, top), starts)
     base = jnp.where(jnp.isfinite(sums.shift), sums.shift, 0.0)
     log_sum_w = jnp.log(sums.s1 + sums.c1) + base
     log_sum_w2 = jnp.log(sums.s2 + sums.c2) + 2.0 * base
@@ -122,6 +142,7 @@ def stream_log_mean_exp(
         log_marginal=log_sum_w - math.log(num_samples),
         stderr=jnp.sqrt(relative_var * bessel),
         ess=jnp.clip(jnp.exp(2.0 * log_sum_w - log_sum_w2), 1.0, num_samples),  # in [1, M] but for rounding
+        khat=pareto_khat(top) if tail else jnp.full(log_sum_w.shape, jnp.nan),
     )
 
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from vae_jax import parallel
 from vae_jax.config import SEED_RANGE, option, validate_fields
+from vae_jax.diagnostics import KHAT_UNRELIABLE
 from vae_jax.errors import ConfigError
 from vae_jax.estimators import importance_log_marginal_stats
 from vae_jax.models import VAE
@@ -108,13 +109,13 @@ def make_estimator_fns(vae: VAE, params: Params, naive_key: PRNGKey, *, elbo_sam
     def importance_one(key, x):
         mean, log_var = vae.encode(params, x)
         stats = importance_log_marginal_stats(key, ll, x, mean, log_var, num_samples, chunks["importance"])
-        return {"value": stats.log_marginal, "mc_stderr": stats.stderr, "ess": stats.ess}
+        return {"value": stats.log_marginal, "mc_stderr": stats.stderr, "ess": stats.ess, "khat": stats.khat}
 
     def naive_batch(keys, xs):
         matrix = functools.partial(vae.log_likelihood_matrix, params)
         stats = naive_log_marginal_shared(naive_key, matrix, xs, vae.config.latent_dim, naive_samples,
                                           chunks["naive"])
-        return {"value": stats.log_marginal, "mc_stderr": stats.stderr, "ess": stats.ess}
+        return {"value": stats.log_marginal, "mc_stderr": stats.stderr, "ess": stats.ess, "khat": stats.khat}
 
     return {"elbo": jax.jit(jax.vmap(elbo_one)), "importance": jax.jit(jax.vmap(importance_one)),
             "naive": jax.jit(naive_batch)}
@@ -124,7 +125,10 @@ def summarize(values: dict[str, np.ndarray]) -> dict[str, float]:
     """Mean over examples, its standard error over examples, and averaged diagnostics.
 
     ``mc_stderr`` combines the examples' Monte Carlo errors as if independent; for the naive
-    estimator, whose examples share prior samples, it is an approximation.
+    estimator, whose examples share prior samples, it is an approximation. ``khat_above_0.7`` is the
+    fraction of examples whose weights have a Pareto k-hat above 0.7: for those, the Monte Carlo
+    standard error and the ESS are not valid measures of accuracy (``mc_stderr_reliable`` and
+    ``ess_mean_reliable`` leave them out).
     """
     v = values["value"]
     out = {"mean": float(np.mean(v)), "stderr": float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")}
@@ -132,6 +136,13 @@ def summarize(values: dict[str, np.ndarray]) -> dict[str, float]:
         # Monte Carlo error of the mean over examples, treating the examples' estimates as independent.
         out["mc_stderr"] = float(np.sqrt(np.sum(values["mc_stderr"] ** 2)) / len(v))
         out["ess_mean"] = float(np.mean(values["ess"]))
+    if "khat" in values and not np.all(np.isnan(values["khat"])):
+        reliable = values["khat"] <= KHAT_UNRELIABLE
+        out["khat_median"] = float(np.nanmedian(values["khat"]))
+        out["khat_above_0.7"] = float(np.mean(values["khat"] > KHAT_UNRELIABLE))
+        if np.any(reliable):
+            out["mc_stderr_reliable"] = float(np.sqrt(np.sum(values["mc_stderr"][reliable] ** 2)) / np.sum(reliable))
+            out["ess_mean_reliable"] = float(np.mean(values["ess"][reliable]))
     for extra in ("reconstruction", "kl"):
         if extra in values:
             out[extra] = float(np.mean(values[extra]))
