@@ -75,7 +75,7 @@ def compare(vae, params, images, settings):
     k = vae.config.latent_dim
     fns = lambda key, **counts: make_estimator_fns(vae, params, key, elbo_samples=counts.get("elbo", 1),
                                                    num_samples=counts.get("iw", 1), naive_samples=counts.get("naive", 1),
-                                                   chunk_size=1000)
+                                                   chunk_size=1000, estimators=("elbo", "importance", "naive"))
     result = {"latent_dim": k, "elbo": repeated(lambda key: fns(key, elbo=100)["elbo"], images, settings["repeats"], 500)}
     result["importance"] = {n: repeated(lambda key: fns(key, iw=n)["importance"], images, settings["repeats"], 16)
                             for n in settings["is_samples"]}

@@ -1,5 +1,6 @@
 """Log densities against scipy.stats and exact closed forms."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
@@ -57,3 +58,18 @@ def test_normal_log_probs_match_scipy():
     )
     expected = stats.multivariate_normal.logpdf(z, mean, np.diag(np.exp(log_var)))
     np.testing.assert_allclose(vj.diag_normal_log_prob(z, mean, log_var), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "gaussian"])
+def test_matrix_forms_agree_with_the_per_example_forms(name):
+    from vae_jax.distributions import LIKELIHOODS
+
+    likelihood = LIKELIHOODS[name]
+    rng = np.random.default_rng(0)
+    xs = jnp.asarray(rng.integers(0, 2, (4, 7)) if name == "bernoulli" else rng.normal(size=(4, 7)), jnp.float32)
+    outputs = jnp.asarray(rng.normal(size=(3, 7)) * 3, jnp.float32)
+    log_sigma = jnp.asarray(rng.normal(size=7) * 0.3, jnp.float32)
+    pairs = jnp.array([[likelihood.log_prob(x, g, log_sigma) for g in outputs] for x in xs])
+    # float32 rounding of sums of 7 terms of size ~10-50 (the Gaussian's expanded square: ~1e-5 relative).
+    np.testing.assert_allclose(likelihood.log_prob_matrix(xs, outputs, log_sigma), pairs, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(likelihood.output_for_mean(likelihood.mean(outputs[0])), outputs[0], rtol=1e-4)

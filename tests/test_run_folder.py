@@ -20,7 +20,7 @@ from vae_jax.cli import main
 from vae_jax.config import ExperimentConfig
 from vae_jax.errors import DataFileError, RunLockedError
 from vae_jax.estimators import stream_log_mean_exp
-from vae_jax.evaluate import make_estimator_fns
+from vae_jax.evaluate import SPEC, EvalConfig, make_estimator_fns
 from vae_jax.models import VAE
 from vae_jax.config import ModelConfig
 from vae_jax.rundir import RunFolder, load_run, split_file_name
@@ -129,9 +129,8 @@ def test_elbo_memory_is_bounded_by_the_chunk_size():
     xs, keys = jnp.zeros((500, 784)), jax.random.split(jax.random.key(1), 500)
 
     def temp_bytes(chunk):
-        fns = make_estimator_fns(vae, params, jax.random.key(2), elbo_samples=2000, num_samples=10,
-                                 naive_samples=10, elbo_chunk_size=chunk)
-        return fns["elbo"].lower(keys, xs).compile().memory_analysis().temp_size_in_bytes
+        fn = jax.jit(SPEC["elbo"].build(vae, EvalConfig(elbo_samples=2000), chunk, None))
+        return fn.lower(params, keys, xs).compile().memory_analysis().temp_size_in_bytes
 
     # 500 examples x 2000 samples x 784 logits alone would be 3.1 GB; a chunk of 50 holds 1/40 of it.
     assert temp_bytes(50) < 400e6
@@ -142,8 +141,8 @@ def test_elbo_does_not_depend_on_the_chunk_size():
     vae = VAE(ModelConfig(data_dim=20, latent_dim=3, hidden=(8,)))
     params = vae.init(jax.random.key(0))
     xs, keys = jnp.ones((4, 20)), jax.random.split(jax.random.key(1), 4)
-    values = [make_estimator_fns(vae, params, jax.random.key(2), elbo_samples=37, num_samples=1, naive_samples=1,
-                                 elbo_chunk_size=c)["elbo"](keys, xs)["value"] for c in (1, 10, 37)]
+    values = [make_estimator_fns(vae, params, jax.random.key(2), elbo_samples=37,
+                                 chunk_sizes={"elbo": c})["elbo"](keys, xs)["value"] for c in (1, 10, 37)]
     np.testing.assert_allclose(values[0], values[2], rtol=1e-6)
     np.testing.assert_allclose(values[1], values[2], rtol=1e-6)
 

@@ -16,6 +16,7 @@ from vae_jax.estimators import (
 )
 from vae_jax.models import VAE
 from vae_jax.objectives import elbo, elbo_terms, kl_standard_normal
+from vae_jax.refinement import refine_posterior
 from vae_jax.sampling import reparameterize, standard_normal_stream
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "kl_standard_normal",
     "naive_log_marginal",
     "naive_log_marginal_stats",
+    "refine_posterior",
     "reparameterize",
     "standard_normal_log_prob",
     "standard_normal_stream",

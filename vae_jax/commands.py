@@ -88,10 +88,8 @@ def evaluate(args):
 
     print(f"evaluating checkpoint {step} on {config.train.dataset} {eval_config.split} ({len(xs)} examples):",
           flush=True)
-    result = run_estimators(vae, params, xs, evaluation_key(eval_config.seed),
-                            estimators=eval_config.estimators, elbo_samples=eval_config.elbo_samples,
-                            num_samples=eval_config.num_samples, naive_samples=eval_config.naive_samples,
-                            chunk_size=eval_config.chunk_size, report=report, progress=not args.no_progress)
+    result = run_estimators(vae, params, xs, evaluation_key(eval_config.seed), eval_config, report=report,
+                            progress=not args.no_progress)
     result = {"split": eval_config.split, "checkpoint_step": int(step), **result}
     write_atomic(out, json.dumps(result, indent=2))
     return f"wrote {out}"

@@ -6,6 +6,7 @@ Numerically stable forms only: Bernoulli terms use ``log_sigmoid``, Gaussian ter
 """
 
 import math
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -77,3 +78,44 @@ def bernoulli_log_prob(x: ArrayLike, logits: ArrayLike) -> Array:
     """
     x, logits = jnp.asarray(x), jnp.asarray(logits)
     return jnp.sum(x * logits - jax.nn.softplus(logits))
+
+
+def bernoulli_log_prob_matrix(xs: ArrayLike, logits: ArrayLike) -> Array:
+    """:func:`bernoulli_log_prob` for every pair: xs [N, D], logits [C, D] -> [N, C], as one matrix product
+    (x . l - sum softplus(l)), so each decoded z serves all examples."""
+    xs, logits = jnp.asarray(xs), jnp.asarray(logits)
+    return xs @ logits.T - jnp.sum(jax.nn.softplus(logits), axis=-1)
+
+
+def gaussian_log_prob_matrix(xs: ArrayLike, means: ArrayLike, log_sigma: ArrayLike) -> Array:
+    """:func:`gaussian_log_prob` for every pair: xs [N, D], means [C, D], log_sigma [D] (shared) -> [N, C].
+
+    -1/2 (x^2 . p - 2 x . (m p) + m^2 . p) - sum log sigma - D/2 log 2 pi with p = sigma^-2, as matrix
+    products. The expanded form rounds relative to ||x||^2 / sigma^2, not to the residual.
+    """
+    xs, means = jnp.asarray(xs), jnp.asarray(means)
+    log_sigma = jnp.broadcast_to(jnp.asarray(log_sigma, means.dtype), means.shape[-1:])
+    precision = jnp.exp(-2.0 * log_sigma)
+    quadratic = (xs**2 @ precision)[:, None] - 2.0 * (xs * precision) @ means.T + (means**2 @ precision)[None, :]
+    return -0.5 * quadratic - jnp.sum(log_sigma) - 0.5 * xs.shape[-1] * LOG_2PI
+
+
+class Likelihood(NamedTuple):
+    """A decoder likelihood p(x|z) given the decoder output g(z) and log sigma [D] (unused by Bernoulli)."""
+
+    log_prob: Callable  # (x [D], g [D], log_sigma [D]) -> scalar
+    log_prob_matrix: Callable  # (xs [N, D], g [C, D], log_sigma [D]) -> [N, C]
+    mean: Callable  # g [D] -> E[x|z] [D]
+    output_for_mean: Callable  # E[x|z] [D] -> the g giving it (a mean of 0 or 1 is clipped to [1e-4, 1 - 1e-4])
+
+
+def _logit(mean: Array, eps: float = 1e-4) -> Array:
+    mean = jnp.clip(mean, eps, 1.0 - eps)
+    return jnp.log(mean) - jnp.log1p(-mean)
+
+
+LIKELIHOODS = {
+    "bernoulli": Likelihood(lambda x, g, log_sigma: bernoulli_log_prob(x, g),
+                            lambda xs, g, log_sigma: bernoulli_log_prob_matrix(xs, g), jax.nn.sigmoid, _logit),
+    "gaussian": Likelihood(gaussian_log_prob, gaussian_log_prob_matrix, lambda g: g, lambda mean: mean),
+}

@@ -1,13 +1,15 @@
-"""Estimates of log p(x) over a data set: the ELBO, importance sampling and the naive estimator.
+"""Estimates of log p(x) over a data set: the ELBO, importance sampling (with the encoder's q or a refined
+one) and the naive estimator, each described by one :class:`EstimatorSpec`.
 
 Examples are processed in fixed-size batches (the last one padded, so each estimator compiles
-once) and samples in chunks, so memory is bounded for any number of samples. Example ``i`` uses the
-key ``fold_in(key, i)``: results do not depend on the batch size.
+once) and samples in chunks, so memory is bounded for any number of samples. Example ``i`` of an
+estimator uses the key ``fold_in(estimator key, i)``: results do not depend on the batch size.
 """
 
 import dataclasses
 import functools
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -21,14 +23,101 @@ from vae_jax.errors import ConfigError
 from vae_jax.estimators import importance_log_marginal_stats
 from vae_jax.models import VAE
 from vae_jax.objectives import elbo_terms
+from vae_jax.refinement import refine_posterior
 from vae_jax.shared_samples import naive_log_marginal_shared
-from vae_jax.streams import ESTIMATOR_STREAMS, EVAL_STREAM
+from vae_jax.streams import EVAL_STREAM
 from vae_jax.types import Params, PRNGKey
 
-ESTIMATORS = tuple(ESTIMATOR_STREAMS)
-# Measured on a 2-core CPU: these keep the matrix products large and memory under a few hundred MB.
-BATCH_SIZES = {"elbo": 500, "importance": 64, "naive": 500}  # examples evaluated at once
-CHUNK_SIZES = {"elbo": 50, "importance": 250, "naive": 2000}  # samples evaluated at once
+# fn(params, keys [B], xs [B, D]) -> {"value": [B], ...}; built by a spec from (vae, config, chunk, key).
+BatchFn = Callable[[Params, jax.Array, jax.Array], dict]
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimatorSpec:
+    """Everything ``evaluate`` needs to know about one estimator, in one place.
+
+    Attributes:
+      name: as given to ``--estimators``.
+      stream: its random stream, ``fold_in(evaluation key, stream)``; fixed forever.
+      count: the :class:`EvalConfig` field holding its number of samples.
+      batch_size, chunk_size: examples and samples evaluated at once (measured on a 2-core CPU: they keep
+        the matrix products large and memory under a few hundred MB).
+      build: (vae, eval config, chunk size, estimator key) -> a :data:`BatchFn`.
+    """
+
+    name: str
+    stream: int
+    count: str
+    batch_size: int
+    chunk_size: int
+    build: Callable[..., BatchFn]
+
+
+def _per_example(one):
+    """A BatchFn from ``one(params, key, x) -> {name: scalar}``."""
+    return jax.vmap(one, in_axes=(None, 0, 0))
+
+
+def _build_elbo(vae: VAE, config: "EvalConfig", chunk: int, key) -> BatchFn:
+    def one(params, key, x):
+        mean, log_var = vae.encode(params, x)
+        rec, kl = elbo_terms(key, vae.likelihood_fn(params), x, mean, log_var, config.elbo_samples, chunk)
+        return {"value": rec - kl, "reconstruction": rec, "kl": kl}
+
+    return _per_example(one)
+
+
+def _stats(stats) -> dict:
+    return {"value": stats.log_marginal, "mc_stderr": stats.stderr, "ess": stats.ess, "khat": stats.khat}
+
+
+def _build_importance(vae: VAE, config: "EvalConfig", chunk: int, key) -> BatchFn:
+    def one(params, key, x):
+        mean, log_var = vae.encode(params, x)
+        return _stats(importance_log_marginal_stats(key, vae.likelihood_fn(params), x, mean, log_var,
+                                                    config.num_samples, chunk))
+
+    return _per_example(one)
+
+
+def _build_importance_refined(vae: VAE, config: "EvalConfig", chunk: int, key) -> BatchFn:
+    """Importance sampling with q refined for each example (:func:`vae_jax.refine_posterior`), and the
+    ELBO of the encoder's q and of the refined q on the same samples (their difference is the
+    amortization gap)."""
+
+    def one(params, key, x):
+        ll = vae.likelihood_fn(params)
+        mean, log_var = vae.encode(params, x)
+        refine_key, is_key, elbo_key = (jax.random.fold_in(key, i) for i in range(3))
+        refined = refine_posterior(refine_key, ll, x, mean, log_var, config.refine_steps,
+                                   learning_rate=config.refine_learning_rate)
+        elbo_of = lambda q: jnp.subtract(*elbo_terms(elbo_key, ll, x, *q, config.elbo_samples, chunk))
+        stats = importance_log_marginal_stats(is_key, ll, x, *refined, config.num_samples, chunk)
+        return {**_stats(stats), "amortized_elbo": elbo_of((mean, log_var)), "refined_elbo": elbo_of(refined)}
+
+    return _per_example(one)
+
+
+def _build_naive(vae: VAE, config: "EvalConfig", chunk: int, key) -> BatchFn:
+    """All examples share the prior samples of the estimator's key, decoded once per chunk
+    (:func:`vae_jax.shared_samples.naive_log_marginal_shared`); the per-example keys are unused."""
+
+    def batch(params, keys, xs):
+        matrix = functools.partial(vae.log_likelihood_matrix, params)
+        return _stats(naive_log_marginal_shared(key, matrix, xs, vae.config.latent_dim, config.naive_samples, chunk))
+
+    return batch
+
+
+SPECS = (
+    EstimatorSpec("elbo", 0, "elbo_samples", 500, 50, _build_elbo),
+    EstimatorSpec("importance", 1, "num_samples", 64, 250, _build_importance),
+    EstimatorSpec("naive", 2, "naive_samples", 500, 2000, _build_naive),
+    EstimatorSpec("importance_refined", 3, "num_samples", 64, 250, _build_importance_refined),
+)
+ESTIMATORS = tuple(spec.name for spec in SPECS)
+SPEC = {spec.name: spec for spec in SPECS}
+DEFAULT_ESTIMATORS = ("elbo", "importance", "naive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,12 +125,14 @@ class EvalConfig:
     """What ``vae-jax evaluate`` computes; each field is a command-line option."""
 
     split: str = option("test", "TFDS split to evaluate, e.g. test or test[:1000]")
-    estimators: tuple[str, ...] = option(ESTIMATORS, "comma-separated estimators", choices=ESTIMATORS)
+    estimators: tuple[str, ...] = option(DEFAULT_ESTIMATORS, "comma-separated estimators", choices=ESTIMATORS)
     num_samples: int = option(5000, "K for importance sampling", positive=True)
     naive_samples: int = option(100_000, "M for the naive estimator", positive=True)
     elbo_samples: int = option(10, "z samples per example for the ELBO", positive=True)
+    refine_steps: int = option(100, "Adam steps refining each example's q (importance_refined)", positive=True)
+    refine_learning_rate: float = option(1e-2, "Adam step size of the refinement", positive=True)
     chunk_size: int | None = option(None, "samples evaluated at once, bounding memory (default: "
-                                    + ", ".join(f"{v} {k}" for k, v in CHUNK_SIZES.items()) + ")", positive=True)
+                                    + ", ".join(f"{s.chunk_size} {s.name}" for s in SPECS) + ")", positive=True)
     max_examples: int | None = option(None, "evaluate only the first N examples of the split", positive=True)
     seed: int = option(0, "seed of the estimators' randomness", range=SEED_RANGE)
 
@@ -51,9 +142,6 @@ class EvalConfig:
         if not names:
             raise ConfigError(f"no estimator given; choose one or more of {','.join(ESTIMATORS)}.")
         validate_fields(self)
-
-    def counts(self) -> dict[str, int]:
-        return {"elbo": self.elbo_samples, "importance": self.num_samples, "naive": self.naive_samples}
 
 
 def evaluation_key(seed: int) -> PRNGKey:
@@ -85,40 +173,22 @@ def map_in_batches(fn, key: PRNGKey, images: np.ndarray, batch_size: int, *,
     return {name: value[:n] for name, value in merged.items()}
 
 
-def make_estimator_fns(vae: VAE, params: Params, naive_key: PRNGKey, *, elbo_samples: int, num_samples: int,
-                       naive_samples: int, chunk_size: int | None = None,
-                       naive_chunk_size: int | None = None, elbo_chunk_size: int | None = None) -> dict:
-    """Jitted ``(keys [B], xs [B, D]) -> {name: [B]}`` for each estimator, params closed over.
+def make_estimator_fns(vae: VAE, params: Params, key: PRNGKey, config: "EvalConfig | None" = None, *,
+                       chunk_sizes: dict[str, int] | None = None, **counts) -> dict:
+    """Jitted ``(keys [B], xs [B, D]) -> {name: [B]}`` for each estimator, ``params`` bound.
 
-    ``chunk_size`` bounds the importance samples evaluated at once, ``naive_chunk_size`` the shared
-    prior samples and ``elbo_chunk_size`` the ELBO's samples (each defaults to ``chunk_size``, then
-    to ``CHUNK_SIZES``).
-
-    The naive estimator ignores the per-example keys: all examples share the prior samples of
-    ``naive_key``, decoded once per chunk (:func:`vae_jax.shared_samples.naive_log_marginal_shared`).
+    Args:
+      key: the evaluation key; estimator ``name`` draws from ``fold_in(key, SPEC[name].stream)``.
+      config: the counts (``elbo_samples``, ``num_samples``, ...); keyword ``counts`` override its fields.
+      chunk_sizes: per-estimator samples evaluated at once (default: ``config.chunk_size``, then the spec's).
     """
-    ll = vae.likelihood_fn(params)
-    chunks = {name: given or chunk_size or CHUNK_SIZES[name] for name, given in
-              (("elbo", elbo_chunk_size), ("importance", None), ("naive", naive_chunk_size))}
-
-    def elbo_one(key, x):
-        mean, log_var = vae.encode(params, x)
-        rec, kl = elbo_terms(key, ll, x, mean, log_var, elbo_samples, chunks["elbo"])
-        return {"value": rec - kl, "reconstruction": rec, "kl": kl}
-
-    def importance_one(key, x):
-        mean, log_var = vae.encode(params, x)
-        stats = importance_log_marginal_stats(key, ll, x, mean, log_var, num_samples, chunks["importance"])
-        return {"value": stats.log_marginal, "mc_stderr": stats.stderr, "ess": stats.ess, "khat": stats.khat}
-
-    def naive_batch(keys, xs):
-        matrix = functools.partial(vae.log_likelihood_matrix, params)
-        stats = naive_log_marginal_shared(naive_key, matrix, xs, vae.config.latent_dim, naive_samples,
-                                          chunks["naive"])
-        return {"value": stats.log_marginal, "mc_stderr": stats.stderr, "ess": stats.ess, "khat": stats.khat}
-
-    return {"elbo": jax.jit(jax.vmap(elbo_one)), "importance": jax.jit(jax.vmap(importance_one)),
-            "naive": jax.jit(naive_batch)}
+    config = dataclasses.replace(config or EvalConfig(), **counts)
+    fns = {}
+    for spec in SPECS:
+        chunk = (chunk_sizes or {}).get(spec.name) or config.chunk_size or spec.chunk_size
+        fn = jax.jit(spec.build(vae, config, chunk, jax.random.fold_in(key, spec.stream)))
+        fns[spec.name] = functools.partial(fn, params)
+    return fns
 
 
 def summarize(values: dict[str, np.ndarray]) -> dict[str, float]:
@@ -149,36 +219,48 @@ def summarize(values: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
-def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, *,
-             estimators=EvalConfig.estimators, elbo_samples: int = EvalConfig.elbo_samples,
-             num_samples: int = EvalConfig.num_samples, naive_samples: int = EvalConfig.naive_samples,
-             chunk_size: int | None = None, batch_size: int | None = None, report=None,
-             progress: bool = False) -> dict:
+def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config: "EvalConfig | None" = None, *,
+             batch_size: int | None = None, report=None, progress: bool = False, **options) -> dict:
     """Runs the chosen estimators over ``images`` [N, D] and summarizes each in nats per example.
 
     Args:
-      chunk_size: samples evaluated at once by every estimator (default ``CHUNK_SIZES``).
-      batch_size: examples evaluated at once by the importance estimator (default ``BATCH_SIZES``).
+      key: the evaluation key (``evaluation_key(seed)`` reproduces ``vae-jax evaluate --seed``).
+      config: what to compute (:class:`EvalConfig`); keyword ``options`` override its fields
+        (``estimators``, ``num_samples``, ``chunk_size``, ...).
+      batch_size: examples evaluated at once by the per-example estimators (default: each spec's).
       report: called as ``report(name, summary)`` after each estimator.
       progress: show a progress bar over the examples for each estimator.
 
     Returns:
-      ``{"num_examples", "elbo": {...}, "importance": {"num_samples", ...}, "naive": {...}, "seconds": {...}}``
-      where each estimator has ``mean`` (average log p(x) estimate) and ``stderr`` (over examples),
-      and the sampling estimators also ``mc_stderr`` and ``ess_mean``.
+      ``{"num_examples", "<estimator>": {"num_samples", "mean", "stderr", ...}, "seconds": {...}}`` where
+      ``mean`` is the average log p(x) estimate and ``stderr`` its standard error over examples; the
+      sampling estimators add ``mc_stderr``, ``ess_mean`` and the k-hat summary; with
+      ``importance_refined``, ``"gaps"`` holds the amortization and approximation gaps.
     """
-    config = EvalConfig(estimators=tuple(estimators), elbo_samples=elbo_samples, num_samples=num_samples,
-                        naive_samples=naive_samples, chunk_size=chunk_size)
-    keys = {name: jax.random.fold_in(key, stream) for name, stream in ESTIMATOR_STREAMS.items()}
-    fns = make_estimator_fns(vae, params, keys["naive"], elbo_samples=elbo_samples, num_samples=num_samples,
-                             naive_samples=naive_samples, chunk_size=chunk_size)
-    batch_sizes = dict(BATCH_SIZES, **({"importance": batch_size} if batch_size else {}))
-    result = {"num_examples": int(images.shape[0]), "seconds": {}}
+    config = dataclasses.replace(config or EvalConfig(), **options)
+    fns = make_estimator_fns(vae, params, key, config)
+    result, per_example = {"num_examples": int(images.shape[0]), "seconds": {}}, {}
     for name in config.estimators:
-        start = time.perf_counter()
-        values = map_in_batches(fns[name], keys[name], images, batch_sizes[name], progress=name if progress else None)
+        spec, start = SPEC[name], time.perf_counter()
+        size = batch_size if batch_size and name != "naive" else spec.batch_size
+        values = map_in_batches(fns[name], jax.random.fold_in(key, spec.stream), images, size,
+                                progress=name if progress else None)
         result["seconds"][name] = time.perf_counter() - start
-        result[name] = {"num_samples": config.counts()[name], **summarize(values)}
+        result[name] = {"num_samples": getattr(config, spec.count), **summarize(values)}
+        per_example[name] = values
         if report is not None:
             report(name, result[name])
+    if "importance_refined" in per_example:
+        result["gaps"] = gaps(per_example)
     return result
+
+
+def gaps(per_example: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:
+    """Average amortization gap (refined ELBO - amortized ELBO) and approximation gap (the best log p(x)
+    estimate per example, of those computed, - refined ELBO), in nats (Cremer et al. 2018)."""
+    refined = per_example["importance_refined"]
+    best = np.max([v["value"] for name, v in per_example.items() if name != "elbo"], axis=0)
+    return {"amortization": float(np.mean(refined["refined_elbo"] - refined["amortized_elbo"])),
+            "approximation": float(np.mean(best - refined["refined_elbo"])),
+            "amortized_elbo": float(np.mean(refined["amortized_elbo"])),
+            "refined_elbo": float(np.mean(refined["refined_elbo"]))}

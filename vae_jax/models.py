@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from vae_jax.config import ModelConfig
-from vae_jax.distributions import LOG_2PI, bernoulli_log_prob, gaussian_log_prob
+from vae_jax.distributions import LIKELIHOODS, Likelihood
 from vae_jax.types import Array, ArrayLike, Params, PRNGKey
 from vae_jax.errors import ConfigError
 
@@ -87,6 +87,11 @@ class VAE:
     def decoder(self) -> Decoder:
         return Decoder(self.config)
 
+    @property
+    def likelihood(self) -> Likelihood:
+        """The decoder's likelihood (log density, its matrix form, the mean image), chosen once here."""
+        return LIKELIHOODS[self.config.likelihood]
+
     def init(self, key: PRNGKey) -> Params:
         """Initial parameters drawn from ``key``."""
         enc_key, dec_key = jax.random.split(key)
@@ -95,16 +100,14 @@ class VAE:
             "decoder": self.decoder.init(dec_key, jnp.zeros((self.config.latent_dim,))),
         }
 
-    def with_output_bias(self, params: Params, data_mean: ArrayLike, eps: float = 1e-4) -> Params:
+    def with_output_bias(self, params: Params, data_mean: ArrayLike) -> Params:
         """``params`` with the decoder's output bias set from the data's per-dimension means [D].
 
-        Bernoulli: bias = logit(clip(mean, eps, 1 - eps)), so sigmoid(g(z)) starts near the mean image;
+        Bernoulli: bias = logit(clip(mean, 1e-4, 1 - 1e-4)), so sigmoid(g(z)) starts near the mean image;
         Gaussian: bias = mean. (Burda et al. 2015 initialise their decoders this way.)
         """
         mean = self._check("data_mean", data_mean, self.config.data_dim, "data_dim").astype(jnp.float32)
-        if self.config.likelihood == "bernoulli":
-            mean = jnp.clip(mean, eps, 1.0 - eps)
-            mean = jnp.log(mean) - jnp.log1p(-mean)
+        mean = self.likelihood.output_for_mean(mean)
         last = f"Dense_{len(self.config.hidden)}"
         mlp = params["decoder"]["params"]["MLP_0"]
         mlp = {**mlp, last: {**mlp[last], "bias": mean}}
@@ -141,30 +144,21 @@ class VAE:
         x = self._check("x", x, self.config.data_dim, "data_dim")
         z = self._check("z", z, self.config.latent_dim, "latent_dim")
         out, log_sigma = self.decoder.apply(params["decoder"], z)
-        if self.config.likelihood == "bernoulli":
-            return bernoulli_log_prob(x, out)
-        return gaussian_log_prob(x, out, log_sigma)
+        return self.likelihood.log_prob(x, out, log_sigma)
 
     def log_likelihood_matrix(self, params: Params, xs: ArrayLike, z: ArrayLike) -> Array:
         """log p(x_n | z_c) for every pair: xs [N, D], z [C, K] -> [N, C], as matrix products.
 
-        Each z_c is decoded once, not once per example. Bernoulli: x . g - sum softplus(g).
-        Gaussian: -1/2 (x^2 . p - 2 x . (g p) + g^2 . p) - sum log sigma - D/2 log 2 pi, p = sigma^-2.
-        The expanded Gaussian form rounds relative to ||x||^2 / sigma^2, not to the residual.
+        Each z_c is decoded once, not once per example (see
+        :func:`vae_jax.distributions.bernoulli_log_prob_matrix` and ``gaussian_log_prob_matrix``).
         """
         xs = jnp.asarray(xs, jnp.float32)
         out, log_sigma = jax.vmap(lambda z_c: self.decoder.apply(params["decoder"], z_c))(jnp.asarray(z))
-        if self.config.likelihood == "bernoulli":
-            return xs @ out.T - jnp.sum(jax.nn.softplus(out), axis=-1)
-        log_sigma = log_sigma[0]
-        precision = jnp.exp(-2.0 * log_sigma)
-        quadratic = (xs**2 @ precision)[:, None] - 2.0 * (xs * precision) @ out.T + (out**2 @ precision)[None, :]
-        return -0.5 * quadratic - jnp.sum(log_sigma) - 0.5 * xs.shape[-1] * LOG_2PI
+        return self.likelihood.log_prob_matrix(xs, out, log_sigma[0])
 
     def mean_image(self, params: Params, z: ArrayLike) -> Array:
         """E[x|z] [D]: sigmoid(logits) for Bernoulli, g(z) for Gaussian."""
-        out = self.decode(params, z)
-        return jax.nn.sigmoid(out) if self.config.likelihood == "bernoulli" else out
+        return self.likelihood.mean(self.decode(params, z))
 
     def likelihood_fn(self, params: Params):
         """(x, z) -> log p(x|z) with ``params`` closed over, for the estimators."""

@@ -11,5 +11,5 @@ TRAIN_STREAM = 2  # step t draws its samples from fold_in(train key, t)
 EVAL_STREAM = 3  # validation ELBO during training; the evaluation key of ``vae-jax evaluate``
 BINARIZE_STREAM = 4  # the fixed binarization of grey-level validation data
 
-# Estimators, from the evaluation key: example i of an estimator uses fold_in(estimator key, i).
-ESTIMATOR_STREAMS = {"elbo": 0, "importance": 1, "naive": 2}
+# Estimators draw from fold_in(evaluation key, stream) with the stream of their spec
+# (vae_jax.evaluate.SPECS); example i of an estimator uses fold_in(estimator key, i).

@@ -1,6 +1,7 @@
 """The training loop: data, resume, epochs, validation, metrics and checkpoints in a run folder."""
 
 import contextlib
+import functools
 import signal
 import time
 from pathlib import Path
@@ -16,11 +17,11 @@ from vae_jax.checkpoint import Checkpointer
 from vae_jax.config import ExperimentConfig
 from vae_jax.data import DataOptions
 from vae_jax.errors import ConfigError, ConfigMismatchError, Interrupted, NonFiniteError, RunFolderError
-from vae_jax.evaluate import map_in_batches
+from vae_jax.evaluate import SPEC, EvalConfig, map_in_batches
 from vae_jax.models import VAE
 from vae_jax.rundir import RunFolder
 from vae_jax.streams import BINARIZE_STREAM, DATA_STREAM, EVAL_STREAM, INIT_STREAM, TRAIN_STREAM
-from vae_jax.train_step import TrainState, make_eval_elbo, make_optimizer, make_train_epoch
+from vae_jax.train_step import TrainState, make_optimizer, make_train_epoch
 
 
 def check_config(saved: ExperimentConfig | None, config: ExperimentConfig, where: str):
@@ -52,10 +53,17 @@ def load_training_data(config: ExperimentConfig, options: DataOptions):
     return train, valid
 
 
-def validation_elbo(eval_elbo, params, images, key) -> dict[str, float]:
-    """Average ELBO, reconstruction and KL over ``images`` with ``eval_elbo`` from ``make_eval_elbo``."""
-    values = map_in_batches(lambda k, x: eval_elbo(params, k, x), key, images, 500)
-    return {name: float(np.mean(v)) for name, v in values.items()}
+def make_validation_elbo(vae: VAE):
+    """``(params, images [N, D], key) -> {"elbo", "reconstruction", "kl"}``: one-sample ELBO averages, with
+    the ``elbo`` estimator of :mod:`vae_jax.evaluate` compiled once for the run (params are an argument)."""
+    spec = SPEC["elbo"]
+    fn = jax.jit(spec.build(vae, EvalConfig(elbo_samples=1), spec.chunk_size, None))
+
+    def validation_elbo(params, images, key) -> dict[str, float]:
+        values = map_in_batches(functools.partial(fn, params), key, images, spec.batch_size)
+        return {"elbo" if name == "value" else name: float(np.mean(v)) for name, v in values.items()}
+
+    return validation_elbo
 
 
 def resume(ckpt: Checkpointer, template: TrainState, config: ExperimentConfig, where: str, log):
@@ -186,7 +194,7 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
     train_epoch = make_train_epoch(vae, tc, optimizer, steps_per_epoch).lower(state, batches_of(0), train_key).compile()
     log(f"compiled the training epoch in {time.perf_counter() - compile_start:.1f} s "
         f"({steps_per_epoch} steps of {tc.batch_size} examples)")
-    eval_elbo = make_eval_elbo(vae)
+    validation_elbo = make_validation_elbo(vae)
     bar = tqdm(range(saved_epoch + 1, tc.epochs + 1), desc="epochs", disable=not progress,
                initial=saved_epoch, total=tc.epochs)
     record = {}
@@ -196,8 +204,7 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
             new_state, train_metrics = train_epoch(state, batches_of(epoch), train_key)
             _check_finite(train_metrics, epoch, saved_epoch)
             state, seconds = new_state, time.perf_counter() - start
-            valid_metrics = validation_elbo(eval_elbo, state.params, valid_images,
-                                            jax.random.fold_in(base_key, EVAL_STREAM))
+            valid_metrics = validation_elbo(state.params, valid_images, jax.random.fold_in(base_key, EVAL_STREAM))
             record = {"epoch": epoch, "step": int(state.step),
                       **{f"train_{k}": float(v) for k, v in train_metrics.items()},
                       **{f"valid_{k}": v for k, v in valid_metrics.items()},

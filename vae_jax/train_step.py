@@ -17,7 +17,7 @@ from vae_jax.config import TrainConfig
 from vae_jax.data import binarize
 from vae_jax.estimators import importance_log_weights
 from vae_jax.models import VAE
-from vae_jax.objectives import elbo_terms, kl_standard_normal, sample_log_likelihoods
+from vae_jax.objectives import kl_standard_normal, sample_log_likelihoods
 from vae_jax.types import Array, Params, PRNGKey
 
 
@@ -130,14 +130,3 @@ def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTra
         return state, dict(metrics, first_bad_step=first_bad)
 
     return train_epoch
-
-
-def make_eval_elbo(vae: VAE, num_samples: int = 1):
-    """Returns jitted ``(params, keys [B], xs [B, D]) -> {"elbo", "reconstruction", "kl"}`` each [B]."""
-
-    def one(params, key, x):
-        mean, log_var = vae.encode(params, x)
-        rec, kl = elbo_terms(key, vae.likelihood_fn(params), x, mean, log_var, num_samples)
-        return {"elbo": rec - kl, "reconstruction": rec, "kl": kl}
-
-    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0)))

@@ -1,0 +1,53 @@
+"""Refined posteriors reach the exact posterior where the family can represent it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import vae_jax as vj
+from vae_jax.linear_gaussian import LinearGaussian
+
+
+def test_refinement_reaches_the_exact_posterior_of_a_linear_gaussian_model():
+    """W with orthogonal columns: the posterior is a diagonal Gaussian, so the refined q must be it and its
+    ELBO must equal log p(x). Starting far off (mean 0, log_var 0), 3000 Adam steps of 10 samples; the
+    ELBO is then estimated with 20,000 samples (MC standard error < 0.01 nats at the optimum)."""
+    model = LinearGaussian.orthogonal(jax.random.key(0), data_dim=6, latent_dim=3)
+    x = model.sample(jax.random.key(1), 1)[0]
+    refine = jax.jit(lambda key: vj.refine_posterior(key, model.log_likelihood, x, jnp.zeros(3), jnp.zeros(3), 3000,
+                                                     learning_rate=3e-2))
+    mean, log_var = refine(jax.random.key(2))
+    exact_mean, exact_log_var = model.diagonal_posterior(x)
+    np.testing.assert_allclose(mean, exact_mean, atol=0.03)
+    np.testing.assert_allclose(log_var, exact_log_var, atol=0.1)
+    refined_elbo = vj.elbo(jax.random.key(3), model.log_likelihood, x, mean, log_var, 20_000)
+    start_elbo = vj.elbo(jax.random.key(3), model.log_likelihood, x, jnp.zeros(3), jnp.zeros(3), 20_000)
+    assert float(start_elbo) < float(model.log_marginal(x)) - 1.0
+    np.testing.assert_allclose(refined_elbo, model.log_marginal(x), atol=0.02)
+
+
+def test_refinement_vmaps_over_examples_and_never_lowers_the_elbo_much():
+    model = LinearGaussian.orthogonal(jax.random.key(4), data_dim=5, latent_dim=2)
+    xs = model.sample(jax.random.key(5), 4)
+    keys = jax.random.split(jax.random.key(6), 4)
+    start = (jnp.zeros((4, 2)), jnp.zeros((4, 2)))
+    refine = jax.vmap(lambda k, x, m, v: vj.refine_posterior(k, model.log_likelihood, x, m, v, 500, learning_rate=3e-2))
+    means, log_vars = jax.jit(refine)(keys, xs, *start)
+    elbo = jax.vmap(lambda x, m, v: vj.elbo(jax.random.key(7), model.log_likelihood, x, m, v, 5000))
+    assert np.all(np.asarray(elbo(xs, means, log_vars)) > np.asarray(elbo(xs, *start)))
+
+
+def test_evaluate_reports_refined_importance_and_the_gaps():
+    from vae_jax.evaluate import evaluate
+
+    vae = vj.VAE(vj.ModelConfig(data_dim=12, latent_dim=2, hidden=(8,)))
+    params = vae.init(jax.random.key(0))
+    xs = np.asarray(jax.random.bernoulli(jax.random.key(1), 0.5, (5, 12)), np.float32)
+    result = evaluate(vae, params, xs, jax.random.key(2), estimators=("elbo", "importance", "importance_refined"),
+                      num_samples=200, elbo_samples=200, refine_steps=200, refine_learning_rate=3e-2)
+    gaps = result["gaps"]
+    # The refined q is fitted to each example, so its ELBO beats the encoder's (an untrained encoder here);
+    # with 200 samples the two ELBOs carry MC errors of ~0.05 nats.
+    assert gaps["amortization"] > 0.1 and gaps["refined_elbo"] > gaps["amortized_elbo"]
+    assert gaps["approximation"] > -0.1  # log p(x) >= any ELBO, up to MC error
+    assert result["importance_refined"]["mean"] >= result["importance"]["mean"] - 0.05
