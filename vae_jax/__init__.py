@@ -1,5 +1,6 @@
 """vae-jax: variational autoencoders as pure JAX functions, with honest estimators of log p(x)."""
 
+from vae_jax.ais import AISRecord, ais_log_marginal, reverse_ais_log_marginal
 from vae_jax.config import ModelConfig
 from vae_jax.distributions import (
     bernoulli_log_prob,
@@ -22,9 +23,11 @@ from vae_jax.sampling import reparameterize, standard_normal_stream
 __version__ = "0.1.0"
 
 __all__ = [
+    "AISRecord",
     "VAE",
     "LogMeanExpStats",
     "ModelConfig",
+    "ais_log_marginal",
     "bernoulli_log_prob",
     "diag_normal_log_prob",
     "elbo",
@@ -37,6 +40,7 @@ __all__ = [
     "naive_log_marginal_stats",
     "refine_posterior",
     "reparameterize",
+    "reverse_ais_log_marginal",
     "standard_normal_log_prob",
     "standard_normal_stream",
 ]
