@@ -1,4 +1,4 @@
-"""The ``vae-jax`` command line: train, evaluate, sample, reconstruct.
+"""The ``vae-jax`` command line: train, evaluate, bdmc, sample, reconstruct.
 
 The options of ``train`` and ``evaluate`` are built from the config dataclasses (their fields, defaults
 and help), so each is defined once (:mod:`vae_jax.config`, :class:`vae_jax.evaluate.EvalConfig`).
@@ -57,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "WORKDIR)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     _data_args(e, recorded=True)
+
+    b = command("bdmc", "bidirectional Monte Carlo: forward and reverse AIS on data simulated from the model; "
+                        "the gap certifies the AIS settings")
+    b.add_argument("--workdir", required=True, help="a trained run folder")
+    b.add_argument("--num-examples", type=lambda t: parse_int(t, True), default=100,
+                   help="examples simulated from the model")
+    add_config_options(b, EvalConfig, only=commands.AIS_OPTIONS)
+    _checkpoint_arg(b)
+    b.add_argument("--output", help="result JSON (default: WORKDIR/bdmc.json; relative paths go inside WORKDIR)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     for name, what, default, num in (
             ("sample", "draw z ~ N(0, I) and save a grid of the mean images E[x|z]", "samples.png", 64),

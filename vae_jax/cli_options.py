@@ -68,11 +68,13 @@ def _parser_for(field: dataclasses.Field, hint):
     return str
 
 
-def add_config_options(parser: argparse.ArgumentParser, cls, choices: dict | None = None):
-    """One ``--field-name`` option per field of the dataclass ``cls`` (unless ``metadata["cli"]`` is False)."""
+def add_config_options(parser: argparse.ArgumentParser, cls, choices: dict | None = None,
+                       only: tuple[str, ...] | None = None):
+    """One ``--field-name`` option per field of the dataclass ``cls`` (unless ``metadata["cli"]`` is False;
+    with ``only``, just those fields)."""
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
-        if field.metadata.get("cli", True) is False:
+        if field.metadata.get("cli", True) is False or (only is not None and field.name not in only):
             continue
         flag, help_text = "--" + field.name.replace("_", "-"), field.metadata["help"]
         if hints[field.name] is bool:

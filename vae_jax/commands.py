@@ -14,10 +14,12 @@ from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
 from vae_jax.data import DataOptions
 from vae_jax.errors import ConfigError
 from vae_jax.evaluate import EvalConfig, evaluation_key
+from vae_jax.evaluate import bdmc as run_bdmc
 from vae_jax.evaluate import evaluate as run_estimators
 from vae_jax.rundir import RunFolder, load_run, write_atomic
 from vae_jax.train_loop import train_and_evaluate
 
+AIS_OPTIONS = ("ais_chains", "ais_temperatures", "leapfrog_steps", "ais_start", "seed")  # of EvalConfig
 MAX_IMAGES = 1024  # a 32 x 32 grid of 28 x 28 images at 3x is a ~7 MB PNG
 
 
@@ -34,7 +36,7 @@ def check_options(args):
     all before anything is read or written; raises :class:`ConfigError`."""
     if args.command == "train":
         args.config = experiment_config(args)
-    elif args.command == "evaluate":
+    elif args.command in ("evaluate", "bdmc"):
         args.eval_config = config_from_args(EvalConfig, args)
 
 
@@ -93,6 +95,21 @@ def evaluate(args):
     result = {"split": eval_config.split, "checkpoint_step": int(step), **result}
     write_atomic(out, json.dumps(result, indent=2))
     return f"wrote {out}"
+
+
+def bdmc(args):
+    folder = RunFolder(args.workdir)
+    folder.require_config()
+    out = _output_path(args, folder.path / "bdmc.json")
+    config, vae, params, step = load_run(args.workdir, args.checkpoint)
+    c = args.eval_config
+    print(f"BDMC on {args.num_examples} examples simulated from checkpoint {step}: {c.ais_chains} chains, "
+          f"{c.ais_temperatures} temperatures, {c.leapfrog_steps} leapfrog steps, from the {c.ais_start}", flush=True)
+    result = run_bdmc(vae, params, evaluation_key(c.seed), args.num_examples, c, progress=not args.no_progress)
+    result = {"checkpoint_step": int(step), **result}
+    write_atomic(out, json.dumps(result, indent=2))
+    return (f"forward AIS {result['forward']['mean']:.3f}, reverse AIS {result['reverse']['mean']:.3f} nats: "
+            f"BDMC gap {result['gap']['mean']:.3f} on average (largest {result['gap']['max']:.3f}); wrote {out}")
 
 
 def _image_output(args) -> Path:

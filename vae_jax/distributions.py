@@ -107,6 +107,7 @@ class Likelihood(NamedTuple):
     log_prob_matrix: Callable  # (xs [N, D], g [C, D], log_sigma [D]) -> [N, C]
     mean: Callable  # g [D] -> E[x|z] [D]
     output_for_mean: Callable  # E[x|z] [D] -> the g giving it (a mean of 0 or 1 is clipped to [1e-4, 1 - 1e-4])
+    sample: Callable  # (key, g [D], log_sigma [D]) -> x ~ p(x|z) [D]
 
 
 def _logit(mean: Array, eps: float = 1e-4) -> Array:
@@ -116,6 +117,8 @@ def _logit(mean: Array, eps: float = 1e-4) -> Array:
 
 LIKELIHOODS = {
     "bernoulli": Likelihood(lambda x, g, log_sigma: bernoulli_log_prob(x, g),
-                            lambda xs, g, log_sigma: bernoulli_log_prob_matrix(xs, g), jax.nn.sigmoid, _logit),
-    "gaussian": Likelihood(gaussian_log_prob, gaussian_log_prob_matrix, lambda g: g, lambda mean: mean),
+                            lambda xs, g, log_sigma: bernoulli_log_prob_matrix(xs, g), jax.nn.sigmoid, _logit,
+                            lambda key, g, log_sigma: jax.random.bernoulli(key, jax.nn.sigmoid(g)).astype(g.dtype)),
+    "gaussian": Likelihood(gaussian_log_prob, gaussian_log_prob_matrix, lambda g: g, lambda mean: mean,
+                           lambda key, g, log_sigma: g + jnp.exp(log_sigma) * jax.random.normal(key, g.shape, g.dtype)),
 }

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from vae_jax import parallel
 from vae_jax.config import SEED_RANGE, option, validate_fields
+from vae_jax.ais import ais_log_marginal, reverse_ais_log_marginal
 from vae_jax.diagnostics import KHAT_UNRELIABLE
 from vae_jax.errors import ConfigError
 from vae_jax.estimators import importance_log_marginal_stats
@@ -109,11 +110,70 @@ def _build_naive(vae: VAE, config: "EvalConfig", chunk: int, key) -> BatchFn:
     return batch
 
 
+def _ais_start(vae: VAE, config: "EvalConfig", params, x):
+    return vae.encode(params, x) if config.ais_start == "q" else None
+
+
+def _ais_options(config: "EvalConfig") -> dict:
+    return {"leapfrog_steps": config.leapfrog_steps}
+
+
+def _build_ais(vae: VAE, config: "EvalConfig", chunk: int, key) -> BatchFn:
+    """Forward AIS (:func:`vae_jax.ais_log_marginal`), step sizes tuned per example by a pilot run."""
+
+    def one(params, key, x):
+        record = ais_log_marginal(key, vae.likelihood_fn(params), x, vae.config.latent_dim, config.ais_chains,
+                                  config.ais_temperatures, start=_ais_start(vae, config, params, x),
+                                  **_ais_options(config))
+        return {"value": record.log_marginal, "mc_stderr": record.stderr, "ess": record.ess,
+                "acceptance": record.acceptance}
+
+    return _per_example(one)
+
+
+def bdmc(vae: VAE, params: Params, key: PRNGKey, num_examples: int, config: "EvalConfig",
+         progress: bool = False) -> dict:
+    """Bidirectional Monte Carlo on ``num_examples`` examples simulated from the model.
+
+    (z, x) ~ p(z) p(x|z) makes z an exact posterior sample of x; forward AIS from the prior (or q) is a
+    stochastic lower bound on log p(x), reverse AIS from z an upper bound, both with ``config``'s AIS
+    settings. Their gap bounds the error of forward AIS with those settings on such data.
+
+    Returns:
+      ``{"num_examples", "forward": {mean, ...}, "reverse": {mean, ...}, "gap": {mean, max}, "settings"}``.
+    """
+    simulate_key, run_key = jax.random.split(key)
+    z, xs = jax.vmap(lambda k: vae.simulate(params, k))(jax.random.split(simulate_key, num_examples))
+
+    def one(params, key, x, z_exact):
+        ll, start = vae.likelihood_fn(params), _ais_start(vae, config, params, x)
+        forward_key, reverse_key = jax.random.split(key)
+        forward = ais_log_marginal(forward_key, ll, x, vae.config.latent_dim, config.ais_chains,
+                                   config.ais_temperatures, start=start, **_ais_options(config))
+        reverse = reverse_ais_log_marginal(reverse_key, ll, x, z_exact[None], config.ais_temperatures, start=start,
+                                           step_sizes=forward.step_sizes, **_ais_options(config))
+        return {"value": forward.log_marginal, "reverse": reverse.log_marginal, "acceptance": forward.acceptance}
+
+    fn = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)))
+    indexed = np.concatenate([np.asarray(xs), np.asarray(z)], axis=1)  # carry z beside x through the batches
+    d = xs.shape[1]
+    values = map_in_batches(lambda keys, rows: fn(params, keys, rows[:, :d], rows[:, d:]), run_key, indexed, 100,
+                            progress="bdmc" if progress else None)
+    gap = values["reverse"] - values["value"]
+    return {"num_examples": num_examples,
+            "forward": {"mean": float(np.mean(values["value"])), "acceptance": float(np.mean(values["acceptance"]))},
+            "reverse": {"mean": float(np.mean(values["reverse"]))},
+            "gap": {"mean": float(np.mean(gap)), "max": float(np.max(gap)), "per_example": gap.tolist()},
+            "settings": {"ais_chains": config.ais_chains, "ais_temperatures": config.ais_temperatures,
+                         "leapfrog_steps": config.leapfrog_steps, "ais_start": config.ais_start}}
+
+
 SPECS = (
     EstimatorSpec("elbo", 0, "elbo_samples", 500, 50, _build_elbo),
     EstimatorSpec("importance", 1, "num_samples", 64, 250, _build_importance),
     EstimatorSpec("naive", 2, "naive_samples", 500, 2000, _build_naive),
     EstimatorSpec("importance_refined", 3, "num_samples", 64, 250, _build_importance_refined),
+    EstimatorSpec("ais", 4, "ais_chains", 100, 0, _build_ais),
 )
 ESTIMATORS = tuple(spec.name for spec in SPECS)
 SPEC = {spec.name: spec for spec in SPECS}
@@ -129,10 +189,17 @@ class EvalConfig:
     num_samples: int = option(5000, "K for importance sampling", positive=True)
     naive_samples: int = option(100_000, "M for the naive estimator", positive=True)
     elbo_samples: int = option(10, "z samples per example for the ELBO", positive=True)
+    ais_chains: int = option(16, "AIS: independent annealing chains per example", positive=True)
+    ais_temperatures: int = option(1000, "AIS: temperatures of the sigmoid schedule (one HMC move each)",
+                                   positive=True)
+    leapfrog_steps: int = option(10, "AIS: leapfrog steps per HMC move", positive=True)
+    ais_start: str = option("prior", "AIS: anneal from the prior, or from the encoder's q(z|x)",
+                            choices=("prior", "q"))
     refine_steps: int = option(100, "Adam steps refining each example's q (importance_refined)", positive=True)
     refine_learning_rate: float = option(1e-2, "Adam step size of the refinement", positive=True)
     chunk_size: int | None = option(None, "samples evaluated at once, bounding memory (default: "
-                                    + ", ".join(f"{s.chunk_size} {s.name}" for s in SPECS) + ")", positive=True)
+                                    + ", ".join(f"{s.chunk_size} {s.name}" for s in SPECS if s.chunk_size) + ")",
+                                    positive=True)
     max_examples: int | None = option(None, "evaluate only the first N examples of the split", positive=True)
     seed: int = option(0, "seed of the estimators' randomness", range=SEED_RANGE)
 

@@ -160,6 +160,13 @@ class VAE:
         """E[x|z] [D]: sigmoid(logits) for Bernoulli, g(z) for Gaussian."""
         return self.likelihood.mean(self.decode(params, z))
 
+    def simulate(self, params: Params, key: PRNGKey) -> tuple[Array, Array]:
+        """(z [K], x [D]) drawn from the model's joint p(z) p(x|z); z is then an exact sample of p(z|x)."""
+        z_key, x_key = jax.random.split(key)
+        z = jax.random.normal(z_key, (self.config.latent_dim,))
+        out, log_sigma = self.decoder.apply(params["decoder"], z)
+        return z, self.likelihood.sample(x_key, out, log_sigma)
+
     def likelihood_fn(self, params: Params):
         """(x, z) -> log p(x|z) with ``params`` closed over, for the estimators."""
         return lambda x, z: self.log_likelihood(params, x, z)
