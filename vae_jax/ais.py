@@ -23,6 +23,7 @@ it would break (and bias both bounds).
 from typing import NamedTuple
 
 import blackjax
+from blackjax.mcmc.hmc import HMCState
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -84,18 +85,19 @@ def _anneal(key, path: _Path, z0: Array, betas: Array, step_sizes: Array, leapfr
     def step(carry, inputs):
         z, log_w, step_size = carry
         t, beta_prev, beta = inputs
-        ratio = jax.vmap(path.log_ratio)(z)
-        log_w = log_w + (beta - beta_prev) * ratio  # log f_b(z) - log f_b'(z)
         target = log_f(beta)
         size = step_size if adapt else step_sizes[t]
 
         def move(k, z_c):
-            state = blackjax.hmc.init(z_c, target)
+            # One value and gradient of each term at z serves the weight and the HMC state at b.
+            (start, d_start), (ratio, d_ratio) = (jax.value_and_grad(f)(z_c) for f in path)
+            state = HMCState(z_c, start + beta * ratio, d_start + beta * d_ratio)
             new, info = kernel(k, state, target, size, inverse_mass, leapfrog_steps)
-            return new.position, info.acceptance_rate
+            return new.position, info.acceptance_rate, ratio
 
         keys = jax.random.split(jax.random.fold_in(key, t), z.shape[0])
-        z, acceptance = jax.vmap(move)(keys, z)
+        z, acceptance, ratio = jax.vmap(move)(keys, z)
+        log_w = log_w + (beta - beta_prev) * ratio  # log f_b(z) - log f_b'(z), z before the move
         accept = jnp.mean(acceptance)
         # Pilot: the next temperature's step size, driven toward the target acceptance rate.
         next_size = jnp.clip(size * jnp.exp(accept - target_acceptance), 1e-4, 10.0) if adapt else size
@@ -118,12 +120,20 @@ def _summary(log_w: Array, acceptance: Array, step_sizes: Array, sign: float) ->
                      step_sizes)
 
 
+PILOT_TEMPERATURES = 100  # the pilot anneals over at most this many; step sizes are interpolated in b
+
+
 def tune_step_sizes(key, path: _Path, z0: Array, betas: Array, leapfrog_steps: int, target_acceptance: float,
                     initial_step_size: float = 0.1) -> Array:
-    """[T] step sizes from a pilot run that adapts one shared step size per temperature (then frozen)."""
-    sizes = jnp.full(betas.shape[0] - 1, initial_step_size, z0.dtype)
-    _, _, used = _anneal(key, path, z0, betas, sizes, leapfrog_steps, True, target_acceptance)
-    return used
+    """[T] step sizes from a pilot run that adapts one shared step size per temperature (then frozen).
+
+    The pilot anneals over a sigmoid schedule of min(T, 100) temperatures; the step size at each of the
+    T temperatures ``betas[1:]`` is interpolated (in log) from the pilot's at the same b.
+    """
+    pilot_betas = sigmoid_schedule(min(betas.shape[0] - 1, PILOT_TEMPERATURES)).astype(z0.dtype)
+    sizes = jnp.full(pilot_betas.shape[0] - 1, initial_step_size, z0.dtype)
+    _, _, used = _anneal(key, path, z0, pilot_betas, sizes, leapfrog_steps, True, target_acceptance)
+    return jnp.exp(jnp.interp(betas[1:], pilot_betas[1:], jnp.log(used)))
 
 
 def _start_samples(key, path_start, num_chains: int, latent_dim: int, dtype):
@@ -144,7 +154,7 @@ def ais_log_marginal(
     *,
     leapfrog_steps: int = 10,
     start: tuple[ArrayLike, ArrayLike] | None = None,
-    pilot_chains: int = 4,
+    pilot_chains: int = 8,
     target_acceptance: float = 0.65,
     step_sizes: ArrayLike | None = None,
 ) -> AISRecord:
@@ -159,7 +169,8 @@ def ais_log_marginal(
       num_temperatures: T, steps of the sigmoid schedule (one HMC transition each).
       leapfrog_steps: leapfrog steps per HMC transition.
       start: None to start from the prior, or (mean [K], log_var [K]) of q(z|x) to start from q.
-      pilot_chains: chains of the pilot run that tunes the step sizes (before the counted run).
+      pilot_chains: chains of the pilot run that tunes the step sizes (before the counted run, over at most
+        100 temperatures).
       target_acceptance: the pilot's target acceptance rate.
       step_sizes: [T] frozen step sizes to use instead of a pilot run (e.g. a record's ``step_sizes``).
 
@@ -192,7 +203,7 @@ def reverse_ais_log_marginal(
     *,
     leapfrog_steps: int = 10,
     start: tuple[ArrayLike, ArrayLike] | None = None,
-    pilot_chains: int = 4,
+    pilot_chains: int = 8,
     target_acceptance: float = 0.65,
     step_sizes: ArrayLike | None = None,
 ) -> AISRecord:
