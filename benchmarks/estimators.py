@@ -1,4 +1,5 @@
-"""Speed and peak memory of the test-set estimators: importance sampling (K = 5000) and the naive estimator.
+"""Speed and peak memory of the test-set estimators: importance sampling (K = 5000), the naive estimator and
+annealed importance sampling (16 chains x 1000 temperatures x 10 leapfrog steps on 100 images).
 
 Each measurement runs in its own process so its peak resident memory (RSS) is its own. Model: the
 784-200-200-50 tanh Bernoulli VAE (random weights: speed does not depend on training). Prints seconds,
@@ -6,6 +7,7 @@ peak RSS, achieved GFLOP/s (decoder matmuls) and, for the naive estimator, the s
 path over the per-example path (measured on a subset, per example-sample pair).
 
     python benchmarks/estimators.py [--examples 10000] [--num-samples 5000] [--naive-samples 1000000]
+        [--ais-examples 100] [--ais 16,1000,10] [--only ais]
 """
 
 import argparse
@@ -28,7 +30,19 @@ def measure(part: str, examples: int, samples: int) -> dict:
     vae = VAE(ModelConfig())
     params = vae.init(jax.random.key(0))
     xs = np.asarray(jax.random.bernoulli(jax.random.key(1), 0.15, (examples, 784)), np.float32)
-    if part == "naive_per_example":
+    if part == "ais":
+        chains, temperatures, leapfrog = samples
+        kwargs = dict(ais_chains=chains, ais_temperatures=temperatures, leapfrog_steps=leapfrog)
+        evaluate(vae, params, xs[:4], jax.random.key(3), estimators=("ais",), **kwargs)  # compile
+        start = time.perf_counter()
+        evaluate(vae, params, xs, jax.random.key(3), estimators=("ais",), **kwargs)
+        seconds = time.perf_counter() - start
+        # Counted run: per temperature and chain one value-and-gradient and `leapfrog` gradient steps
+        # (a gradient ~ 3 decoder passes); the pilot (8 chains, <= 100 temperatures) is counted too.
+        passes = 3 * (leapfrog + 1) * (chains * temperatures + 8 * min(temperatures, 100))
+        flops = examples * passes * DECODER_FLOPS
+        samples = chains * temperatures
+    elif part == "naive_per_example":
         import jax.numpy as jnp
 
         import vae_jax as vj
@@ -67,19 +81,30 @@ def main(argv=None):
     p.add_argument("--num-samples", type=int, default=5000, help="K of importance sampling")
     p.add_argument("--naive-samples", type=int, default=1_000_000, help="M of the naive estimator")
     p.add_argument("--per-example-subset", type=int, default=20, help="examples for the per-example naive path")
+    p.add_argument("--ais-examples", type=int, default=100)
+    p.add_argument("--ais", default="16,1000,10", help="AIS chains,temperatures,leapfrog steps")
+    p.add_argument("--only", help="run one part only: importance, naive or ais")
     p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(measure(args.child[0], int(args.child[1]), int(args.child[2]))))
+        samples = [int(v) for v in args.child[2].split(",")] if "," in args.child[2] else int(args.child[2])
+        print(json.dumps(measure(args.child[0], int(args.child[1]), samples)))
         return
-    results = [run_child("importance", args.examples, args.num_samples),
-               run_child("naive", args.examples, args.naive_samples),
-               run_child("naive_per_example", args.per_example_subset, min(args.naive_samples, 100_000))]
+    parts = {"importance": ("importance", args.examples, args.num_samples),
+             "naive": ("naive", args.examples, args.naive_samples),
+             "naive_per_example": ("naive_per_example", args.per_example_subset, min(args.naive_samples, 100_000)),
+             "ais": ("ais", args.ais_examples, args.ais)}
+    names = [args.only] if args.only else list(parts)
+    results = [run_child(*parts[name]) for name in names]
     for r in results:
         print(f"{r['part']:>18}: {r['examples']:>6} examples x {r['samples']:>8} samples  {r['seconds']:8.1f} s  "
               f"{r['gflops_per_s']:6.1f} GFLOP/s  {r['pairs_per_s']:.3g} pairs/s  peak RSS {r['peak_rss_gb']:.2f} GB")
-    speedup = results[1]["pairs_per_s"] / results[2]["pairs_per_s"]
-    print(f"RATIO naive shared-sample / per-example path (pairs/s): {speedup:.1f}")
+    by_part = {r["part"]: r for r in results}
+    if "naive" in by_part and "naive_per_example" in by_part:
+        speedup = by_part["naive"]["pairs_per_s"] / by_part["naive_per_example"]["pairs_per_s"]
+        print(f"RATIO naive shared-sample / per-example path (pairs/s): {speedup:.1f}")
+    if "ais" in by_part:
+        print(f"AIS: {by_part['ais']['seconds']:.0f} s for {args.ais_examples} images (target <= 240 s)")
     print(json.dumps(results))
 
 
