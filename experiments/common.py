@@ -29,6 +29,24 @@ def write_results(out: str | Path, name: str, payload: dict, table: str) -> Path
     return out
 
 
+def test_file_lines(images: np.ndarray, manual_dir) -> list[int] | None:
+    """0-based line numbers, in ``binarized_mnist_test.amat``, of the test ``images`` [N, 784] as TFDS ordered
+    them (TFDS orders examples by a hash of their key, so ``test[:N]`` is not the file's first N lines).
+    None when the file is not in ``manual_dir``."""
+    from vae_jax.tfds_builders import SPECS, find_local_file, parse_amat, verify_file
+
+    spec = SPECS["binarized_mnist"]
+    name = "binarized_mnist_test.amat"
+    path = find_local_file(spec, name, [Path(manual_dir)]) if manual_dir else None
+    if path is None:
+        return None
+    rows = parse_amat(verify_file(spec, name, path)).reshape(-1, 784)
+    where: dict[bytes, list[int]] = {}
+    for line, row in enumerate(rows):
+        where.setdefault(row.tobytes(), []).append(line)
+    return [where[np.asarray(image, np.uint8).tobytes()].pop(0) for image in images]
+
+
 def data_args(parser):
     parser.add_argument("--manual-dir", help="folder with the dataset files (see README)")
     parser.add_argument("--data-dir", help="where prepared datasets are cached")

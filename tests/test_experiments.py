@@ -29,6 +29,13 @@ def test_estimator_comparison_quick(shared_data, data_dir, tmp_path):
     assert r["importance"]["100"]["mean"] <= quadrature["mean"] + 0.05
     assert (tmp_path / "out" / "estimators.png").stat().st_size > 10_000
     assert "| 2 |" in (tmp_path / "out" / "estimators.md").read_text()
+    # The reference, its certificate, the refined proposal and the tail diagnostics are all reported.
+    ais = r["ais"]
+    assert ais["num_examples"] == 4 and "gap_mean" in ais["bdmc"] and "quadrature" in ais["subset_means"]
+    assert r["importance_refined"]["amortization_gap"] > -0.5 and 0 <= r["naive"]["1000"]["khat_above_0.7"] <= 1
+    assert len(result["test_subset"]["line_indices"]) == 10
+    for name in ("gaps.png", "posteriors_2d.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 10_000
 
 
 @pytest.mark.slow
