@@ -42,6 +42,8 @@ def model_config(name: str, args, quick: bool) -> ExperimentConfig:
 
 def ship(workdir: Path, target: Path, step: int, manual_dir: str | None):
     """Copies config, metrics and the one checkpoint ``step`` to ``target`` (a run folder of its own)."""
+    if target.resolve() == workdir.resolve():
+        raise SystemExit(f"--ship would replace the training run {workdir} itself: use an --output other than --workdir.")
     if target.exists():
         shutil.rmtree(target)
     folder, shipped = RunFolder(workdir), RunFolder(target)

@@ -62,3 +62,17 @@ def test_evaluate_reports_the_fraction_of_heavy_tailed_examples():
         assert 0.0 <= summary["khat_above_0.7"] <= 1.0 and np.isfinite(summary["khat_median"])
         if summary["khat_above_0.7"] < 1.0:
             assert summary["mc_stderr_reliable"] > 0
+
+
+@pytest.mark.parametrize("spread", [20.0, 50.0, 100.0, 300.0])
+def test_khat_survives_tails_wider_than_float32_range(spread):
+    """Log-weights N(0, spread^2): the exponentiated tail spans far more than float32 holds (88 nats);
+    k-hat must still say "heavy" (> 0.7), never NaN (which would count as reliable)."""
+    num_samples = 5000
+    log_w = jnp.asarray(np.random.default_rng(2).normal(0.0, spread, num_samples), jnp.float32)
+    khat = float(stream_log_mean_exp(lambda idx: log_w[idx], num_samples, 500).khat)
+    assert khat > 0.7 and not np.isnan(khat)
+
+
+def test_khat_of_constant_weights_is_minus_infinity():
+    assert float(stream_log_mean_exp(lambda idx: jnp.full(idx.shape, -3.0), 100, None).khat) == -np.inf

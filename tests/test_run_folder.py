@@ -379,3 +379,29 @@ def test_bdmc_reports_the_gap_between_forward_and_reverse_ais(trained, capsys):
     assert result["num_examples"] == 3 and len(result["gap"]["per_example"]) == 3
     assert result["reverse"]["mean"] > result["forward"]["mean"] - 0.5  # upper above lower, up to MC error
     assert "BDMC gap" in out
+
+
+def test_relative_workdir_results_land_in_the_workdir(trained, data_args, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(trained.parent)
+    code, _, err = _cli(["evaluate", "--workdir", trained.name, "--estimators", "elbo", "--split", "test[:2]",
+                         "--no-progress", *data_args], capsys)
+    assert code == 0, err
+    assert (trained / "eval_test_to2.json").exists() and not (trained / trained.name).exists()
+
+
+def test_binary_garbage_config_is_named(run_copy, data_args, capsys):
+    (run_copy / "config.json").write_bytes(bytes(range(256)))
+    code, _, err = _cli(["evaluate", "--workdir", str(run_copy), *data_args], capsys)
+    assert code == 2 and "config.json" in err
+
+
+def test_a_nan_validation_score_never_ranks_best(tmp_path):
+    from vae_jax.checkpoint import Checkpointer
+    from vae_jax.train_step import TrainState
+
+    ckpt = Checkpointer(tmp_path / "checkpoints", keep=1)
+    for step, score in ((1, -95.0), (2, -90.0), (3, float("nan"))):
+        state = TrainState(step=jnp.int32(step), params={"w": jnp.zeros(2)}, opt_state=())
+        ckpt.save(state, jax.random.key(0), {}, step, {"valid_elbo": score})
+    assert ckpt.best_step() == 2 and ckpt.steps() == [2, 3]  # the latest and the best are kept
+    ckpt.close()

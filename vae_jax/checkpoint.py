@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,22 +25,27 @@ from vae_jax.types import PRNGKey
 
 @contextlib.contextmanager
 def _stderr_to(log_path: Path | None):
-    """Sends everything written to file descriptor 2 (Python or C++) to ``log_path`` meanwhile."""
-    if log_path is None or not log_path.parent.is_dir():
+    """Keeps everything written to file descriptor 2 (Python or C++) meanwhile out of the terminal and
+    appends it, if there was any, to ``log_path`` (when that can be written)."""
+    if log_path is None:
         yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
-    try:
-        with open(log_path, "a") as log:
-            os.dup2(log.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read()
+            if text:
+                with contextlib.suppress(OSError):  # a read-only run folder: the details are dropped
+                    with open(log_path, "ab") as log:
+                        log.write(text)
 
 
 class Checkpointer:
@@ -99,7 +105,8 @@ class Checkpointer:
         scores = {}
         for step in self.steps():
             try:
-                scores[step] = float(self.read_meta(step)["metrics"].get("valid_elbo", -np.inf))
+                score = float(self.read_meta(step)["metrics"].get("valid_elbo", -np.inf))
+                scores[step] = score if np.isfinite(score) else -np.inf  # a NaN never ranks first
             except Exception as err:
                 if log is not None:
                     log(f"warning: checkpoint {step} in {self.directory} is damaged ({type(err).__name__}); "

@@ -17,6 +17,7 @@ from vae_jax.evaluate import EvalConfig, evaluation_key
 from vae_jax.evaluate import bdmc as run_bdmc
 from vae_jax.evaluate import evaluate as run_estimators
 from vae_jax.rundir import RunFolder, load_run, write_atomic
+from vae_jax.streams import BINARIZE_STREAM
 from vae_jax.train_loop import train_and_evaluate
 
 AIS_OPTIONS = ("ais_chains", "ais_temperatures", "leapfrog_steps", "ais_start", "seed")  # of EvalConfig
@@ -52,9 +53,13 @@ def train(args):
 
 
 def _output_path(args, default: Path | None = None) -> Path:
-    """``--output`` (relative paths inside WORKDIR), checked writable before any work is done."""
-    path = Path(args.output) if args.output else default
-    path = path if path.is_absolute() else Path(args.workdir) / path
+    """``--output`` (relative paths inside WORKDIR), else ``default`` (a path that already includes
+    WORKDIR), checked writable before any work is done."""
+    if args.output:
+        path = Path(args.output)
+        path = path if path.is_absolute() else Path(args.workdir) / path
+    else:
+        path = default
     if path.is_dir():
         raise ConfigError(f"--output {path} is a folder; give a file name.")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +84,8 @@ def evaluate(args):
     data_lib.check_data_fits_model(dataset, config)
     xs = dataset.images[: eval_config.max_examples]
     if config.train.binarize:  # evaluate on one fixed binarization of the grey levels
-        xs = np.asarray(data_lib.binarize(jax.random.key(eval_config.seed + 1), jnp.asarray(xs)))
+        key = jax.random.fold_in(evaluation_key(eval_config.seed), BINARIZE_STREAM)
+        xs = np.asarray(data_lib.binarize(key, jnp.asarray(xs)))
 
     def report(name, summary):
         heavy = summary.get("khat_above_0.7")

@@ -50,12 +50,23 @@ def generalized_pareto_fit(exceedances: Array) -> tuple[Array, Array]:
 
 def pareto_khat(top_log_weights: Array) -> Array:
     """k-hat from the M + 1 largest log-weights [..., M + 1] (any order): the M largest are the tail,
-    the (M+1)-th the threshold. NaN when M < 5 (too few samples to fit a tail)."""
+    the (M+1)-th the threshold. NaN when M < 5 (too few samples to fit a tail).
+
+    The excesses over the threshold are formed in log space and scaled to 1 at the tail's lower quartile,
+    so float32 holds a tail spanning up to ~80 nats above it; a wider tail is as heavy as tails come and
+    gets k-hat = inf. A tail equal to the threshold (constant weights) has none: k-hat = -inf.
+    """
     if top_log_weights.shape[-1] < 6:
         return jnp.full(top_log_weights.shape[:-1], jnp.nan)
     lw = jnp.sort(top_log_weights, axis=-1)
-    top = lw[..., -1:]
-    tail = jnp.exp(lw[..., 1:] - top) - jnp.exp(lw[..., :1] - top)  # excess over the threshold, scaled
-    scale = jnp.maximum(tail[..., -1:], jnp.finfo(tail.dtype).tiny)
-    k, _ = generalized_pareto_fit(tail / scale)  # k does not depend on the scale
-    return k
+    threshold, tail = lw[..., :1], lw[..., 1:]
+    # log(exp(tail) - exp(threshold)), exact for any size of the log-weights.
+    log_excess = tail + jnp.log1p(-jnp.exp(jnp.minimum(threshold - tail, 0.0)))
+    quartile = log_excess[..., int(tail.shape[-1] / 4 + 0.5) - 1:][..., :1]
+    top = log_excess[..., -1:]
+    scale = jnp.where(jnp.isfinite(quartile), quartile, top)
+    span = (top - scale)[..., 0]
+    x = jnp.exp(jnp.minimum(log_excess - jnp.where(jnp.isfinite(scale), scale, 0.0), 80.0))
+    k, _ = generalized_pareto_fit(x)  # k does not depend on the scale
+    k = jnp.where(jnp.isnan(k) | (span > 80.0), jnp.inf, k)
+    return jnp.where(jnp.isfinite(top[..., 0]), k, -jnp.inf)

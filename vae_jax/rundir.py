@@ -84,7 +84,7 @@ class RunFolder:
             return None
         try:
             return ExperimentConfig.from_json(self.config_path.read_text())
-        except ConfigError as err:
+        except (ConfigError, UnicodeDecodeError) as err:
             raise RunFolderError(
                 f"{self.config_path} is not a valid run configuration: {err} Fix the file, or delete it: "
                 "training then checks the options against the config stored in each checkpoint."

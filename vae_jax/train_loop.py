@@ -197,20 +197,21 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
     validation_elbo = make_validation_elbo(vae)
     bar = tqdm(range(saved_epoch + 1, tc.epochs + 1), desc="epochs", disable=not progress,
                initial=saved_epoch, total=tc.epochs)
-    record = {}
+    record = {}  # ``state`` is always the newest state whose epoch is recorded in metrics.jsonl
     try:
         for epoch in bar:
             start = time.perf_counter()
             new_state, train_metrics = train_epoch(state, batches_of(epoch), train_key)
             _check_finite(train_metrics, epoch, saved_epoch)
-            state, seconds = new_state, time.perf_counter() - start
-            valid_metrics = validation_elbo(state.params, valid_images, jax.random.fold_in(base_key, EVAL_STREAM))
-            record = {"epoch": epoch, "step": int(state.step),
+            seconds = time.perf_counter() - start
+            valid_metrics = validation_elbo(new_state.params, valid_images, jax.random.fold_in(base_key, EVAL_STREAM))
+            record = {"epoch": epoch, "step": int(new_state.step),
                       **{f"train_{k}": float(v) for k, v in train_metrics.items()},
                       **{f"valid_{k}": v for k, v in valid_metrics.items()},
                       "seconds": seconds, "examples_per_second": steps_per_epoch * tc.batch_size / seconds}
             if parallel.is_primary():
                 folder.append_metrics(record)
+            state = new_state
             bar.set_postfix(train_elbo=f"{record['train_elbo']:.2f}", valid_elbo=f"{record['valid_elbo']:.2f}")
             if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs:
                 ckpt.save(state, base_key, config.to_dict(), epoch, record)
@@ -218,7 +219,7 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
     except KeyboardInterrupt as interrupt:
         bar.close()
         done = int(state.step) // steps_per_epoch
-        if saved_epoch < done:
+        if done > 0 and int(state.step) not in ckpt.steps():  # (a save the signal cut short left no step)
             ckpt.save(state, base_key, config.to_dict(), done, record if record.get("epoch") == done else {})
         name = signal.Signals(getattr(interrupt, "signum", signal.SIGINT)).name
         log(f"interrupted ({name}): the last checkpoint is at epoch {done}; run the same command again to resume")
