@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 import vae_jax
+from vae_jax.cli_options import HelpFormatter
 
 
 def run_meta(settings: dict, seconds: float) -> dict:
@@ -55,8 +56,7 @@ def data_args(parser):
 def experiment_parser(name: str, doc: str) -> argparse.ArgumentParser:
     """The options every experiment shares: data location, ``--workdir runs/<name>``,
     ``--output experiments/results/<name>`` and ``--quick``."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=HelpFormatter)
     data_args(parser)
     parser.add_argument("--workdir", default=f"runs/{name}", help="where the models are trained (resumable)")
     parser.add_argument("--output", default=f"experiments/results/{name}", help="results folder")

@@ -37,12 +37,12 @@ from vae_jax.train_loop import train_and_evaluate
 
 QUICK = dict(latent_dims=(2, 5), epochs=1, train_split="train[:2000]", num_examples=20,
              is_samples=(1, 10, 100), naive_max_exponent=3, naive_max_exponent_low_dim=3, repeats=2,
-             grid_points=100, ais_examples=4, ais_chains=4, ais_temperatures=50, bdmc_examples=2, refine_steps=10)
+             grid_points=100, ais_examples=4, ais_chains=4, ais_temperatures=50, bdmc_examples=2, refine_steps=10, ais_start="q")
 # The models train 100 epochs each (about 3.5 minutes per model on one core of a 2-core CPU).
 DEFAULT = dict(latent_dims=(2, 5, 10, 20, 50), epochs=100, train_split="train", num_examples=1000,
                is_samples=(1, 10, 100, 1000, 5000), naive_max_exponent=6, naive_max_exponent_low_dim=7,
                repeats=3, grid_points=400, ais_examples=100, ais_chains=16, ais_temperatures=1000, bdmc_examples=10,
-               refine_steps=100)
+               refine_steps=100, ais_start="q")
 
 
 def parse_args(argv=None):
@@ -50,7 +50,7 @@ def parse_args(argv=None):
     for name, value in DEFAULT.items():
         kind = (lambda s: tuple(int(v) for v in s.split(","))) if isinstance(value, tuple) else type(value)
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
-                       help=f"default {','.join(map(str, value)) if isinstance(value, tuple) else value}")
+                       help=f"(default: {','.join(map(str, value)) if isinstance(value, tuple) else value})")
     args = p.parse_args(argv)
     settings = dict(QUICK if args.quick else DEFAULT)
     settings.update({k: getattr(args, k) for k in DEFAULT if getattr(args, k) is not None})
@@ -121,13 +121,14 @@ def compare(vae, params, images, settings):
 def reference(vae, params, images, settings, per_example):
     """AIS on ``images`` with its BDMC gap on simulated data, and every estimator's mean on the same images
     (``subset_means``), so that gaps to the reference compare like with like."""
-    config = EvalConfig(ais_chains=settings["ais_chains"], ais_temperatures=settings["ais_temperatures"])
+    config = EvalConfig(ais_chains=settings["ais_chains"], ais_temperatures=settings["ais_temperatures"],
+                        ais_start=settings["ais_start"])
     ais = evaluate(vae, params, images, evaluation_key(0), config, estimators=("ais",))["ais"]
     certificate = bdmc(vae, params, evaluation_key(1), settings["bdmc_examples"], config)
     n = len(images)
     per_example["ais"] = None  # not per image over the whole subset
     return {**ais, "num_examples": n, "chains": config.ais_chains, "temperatures": config.ais_temperatures,
-            "leapfrog_steps": config.leapfrog_steps,
+            "leapfrog_steps": config.leapfrog_steps, "start": config.ais_start,
             "bdmc": {"gap_mean": certificate["gap"]["mean"], "gap_max": certificate["gap"]["max"],
                      "num_examples": certificate["num_examples"], "forward": certificate["forward"]["mean"],
                      "reverse": certificate["reverse"]["mean"]},

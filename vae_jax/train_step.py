@@ -111,8 +111,8 @@ def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTra
         keys = jax.random.split(jax.random.fold_in(step_key, 0), xs.shape[0])
         beta = kl_weight(config, state.step, steps_per_epoch)
         (loss, metrics), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params, keys, xs, beta)
-        leaves_finite = [jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]
-        finite = jnp.isfinite(loss) & jnp.all(jnp.stack(leaves_finite))
+        # Any NaN or infinity in the gradient makes its sum non-finite: one reduction, no comparisons.
+        finite = jnp.isfinite(loss + sum(jnp.sum(g) for g in jax.tree_util.tree_leaves(grads)))
 
         def apply(state):
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
