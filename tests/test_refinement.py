@@ -50,4 +50,6 @@ def test_evaluate_reports_refined_importance_and_the_gaps():
     # with 200 samples the two ELBOs carry MC errors of ~0.05 nats.
     assert gaps["amortization"] > 0.1 and gaps["refined_elbo"] > gaps["amortized_elbo"]
     assert gaps["approximation"] > -0.1  # log p(x) >= any ELBO, up to MC error
+    assert len(gaps["per_example"]["amortization"]) == 5
+    np.testing.assert_allclose(np.mean(gaps["per_example"]["amortization"]), gaps["amortization"], rtol=1e-5)
     assert result["importance_refined"]["mean"] >= result["importance"]["mean"] - 0.05

@@ -323,11 +323,13 @@ def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config:
 
 
 def gaps(per_example: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:
-    """Average amortization gap (refined ELBO - amortized ELBO) and approximation gap (the best log p(x)
-    estimate per example, of those computed, - refined ELBO), in nats (Cremer et al. 2018)."""
+    """Amortization gap (refined ELBO - amortized ELBO) and approximation gap (the best log p(x) estimate
+    per example, of those computed, - refined ELBO), in nats (Cremer et al. 2018): averages, and each
+    example's in ``per_example``."""
     refined = per_example["importance_refined"]
     best = np.max([v["value"] for name, v in per_example.items() if name != "elbo"], axis=0)
-    return {"amortization": float(np.mean(refined["refined_elbo"] - refined["amortized_elbo"])),
-            "approximation": float(np.mean(best - refined["refined_elbo"])),
+    amortization, approximation = refined["refined_elbo"] - refined["amortized_elbo"], best - refined["refined_elbo"]
+    return {"amortization": float(np.mean(amortization)), "approximation": float(np.mean(approximation)),
             "amortized_elbo": float(np.mean(refined["amortized_elbo"])),
-            "refined_elbo": float(np.mean(refined["refined_elbo"]))}
+            "refined_elbo": float(np.mean(refined["refined_elbo"])),
+            "per_example": {"amortization": amortization.tolist(), "approximation": approximation.tolist()}}
