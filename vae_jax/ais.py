@@ -144,6 +144,21 @@ def _start_samples(key, path_start, num_chains: int, latent_dim: int, dtype):
     return mean + jnp.exp(0.5 * log_var) * eps
 
 
+def _setup(key, log_likelihood, x, start, latent_dim, num_temperatures, leapfrog_steps, pilot_chains,
+           target_acceptance, step_sizes):
+    """(path, betas [T + 1], frozen step sizes [T]): checks the counts, then tunes the step sizes by a pilot
+    run unless they are given."""
+    for name, value in (("latent_dim", latent_dim), ("num_temperatures", num_temperatures),
+                        ("leapfrog_steps", leapfrog_steps), ("pilot_chains", pilot_chains)):
+        validation.check_positive_int(name, value)
+    path, betas = _path(log_likelihood, x, start), sigmoid_schedule(num_temperatures).astype(x.dtype)
+    if step_sizes is None:
+        z_pilot = _start_samples(jax.random.fold_in(key, 0), start, pilot_chains, latent_dim, x.dtype)
+        step_sizes = tune_step_sizes(jax.random.fold_in(key, 1), path, z_pilot, betas, leapfrog_steps,
+                                     target_acceptance)
+    return path, betas, jnp.asarray(step_sizes, x.dtype)
+
+
 def ais_log_marginal(
     key: PRNGKey,
     log_likelihood: LogLikelihoodFn,
@@ -178,19 +193,13 @@ def ais_log_marginal(
       :class:`AISRecord`. jit with ``log_likelihood`` and the counts static; vmap over (key, x[, start]).
     """
     x = jnp.asarray(x, jnp.float32)
-    latent_dim = validation.check_positive_int("latent_dim", latent_dim)
-    for name, value in (("num_chains", num_chains), ("num_temperatures", num_temperatures),
-                        ("leapfrog_steps", leapfrog_steps), ("pilot_chains", pilot_chains)):
-        validation.check_positive_int(name, value)
-    path, betas = _path(log_likelihood, x, start), sigmoid_schedule(num_temperatures).astype(x.dtype)
+    validation.check_positive_int("num_chains", num_chains)
     pilot_key, start_key, run_key = jax.random.split(key, 3)
-    if step_sizes is None:
-        z_pilot = _start_samples(jax.random.fold_in(pilot_key, 0), start, pilot_chains, latent_dim, x.dtype)
-        step_sizes = tune_step_sizes(jax.random.fold_in(pilot_key, 1), path, z_pilot, betas, leapfrog_steps,
-                                     target_acceptance)
+    path, betas, step_sizes = _setup(pilot_key, log_likelihood, x, start, latent_dim, num_temperatures,
+                                     leapfrog_steps, pilot_chains, target_acceptance, step_sizes)
     z0 = _start_samples(start_key, start, num_chains, latent_dim, x.dtype)
-    log_w, acceptance, sizes = _anneal(run_key, path, z0, betas, jnp.asarray(step_sizes, x.dtype), leapfrog_steps,
-                                       False, target_acceptance)
+    log_w, acceptance, sizes = _anneal(run_key, path, z0, betas, step_sizes, leapfrog_steps, False,
+                                       target_acceptance)
     return _summary(log_w, acceptance, sizes, 1.0)
 
 
@@ -214,14 +223,9 @@ def reverse_ais_log_marginal(
     z_exact = jnp.asarray(z_exact, x.dtype)
     if z_exact.ndim != 2:
         raise ConfigError(f"z_exact must be [chains, K] exact posterior samples, got shape {z_exact.shape}.")
-    latent_dim = z_exact.shape[-1]
-    path, betas = _path(log_likelihood, x, start), sigmoid_schedule(num_temperatures).astype(x.dtype)
     pilot_key, run_key = jax.random.split(key)
-    if step_sizes is None:
-        z_pilot = _start_samples(jax.random.fold_in(pilot_key, 0), start, pilot_chains, latent_dim, x.dtype)
-        step_sizes = tune_step_sizes(jax.random.fold_in(pilot_key, 1), path, z_pilot, betas, leapfrog_steps,
-                                     target_acceptance)
-    step_sizes = jnp.asarray(step_sizes, x.dtype)
+    path, betas, step_sizes = _setup(pilot_key, log_likelihood, x, start, z_exact.shape[-1], num_temperatures,
+                                     leapfrog_steps, pilot_chains, target_acceptance, step_sizes)
     # Reversed, each transition leaves the temperature it moves to invariant: b_{T-1}, ..., b_0, whose
     # forward step sizes are step_sizes[T-2], ..., and for b_0 the first one.
     reversed_sizes = jnp.concatenate([step_sizes[-2::-1], step_sizes[:1]])
