@@ -154,11 +154,10 @@ def bdmc(vae: VAE, params: Params, key: PRNGKey, num_examples: int, config: "Eva
                                            step_sizes=forward.step_sizes, **_ais_options(config))
         return {"value": forward.log_marginal, "reverse": reverse.log_marginal, "acceptance": forward.acceptance}
 
-    fn = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)))
-    indexed = np.concatenate([np.asarray(xs), np.asarray(z)], axis=1)  # carry z beside x through the batches
-    d = xs.shape[1]
-    values = map_in_batches(lambda keys, rows: fn(params, keys, rows[:, :d], rows[:, d:]), run_key, indexed, 100,
-                            progress="bdmc" if progress else None)
+    d = xs.shape[1]  # each row carries x and its z through the batches
+    fn = jax.jit(lambda keys, rows: jax.vmap(functools.partial(one, params))(keys, rows[:, :d], rows[:, d:]))
+    indexed = np.concatenate([np.asarray(xs), np.asarray(z)], axis=1)
+    values = map_in_batches(fn, run_key, indexed, 100, progress="bdmc" if progress else None)
     gap = values["reverse"] - values["value"]
     return {"num_examples": num_examples,
             "forward": {"mean": float(np.mean(values["value"])), "acceptance": float(np.mean(values["acceptance"]))},
@@ -253,8 +252,10 @@ def make_estimator_fns(vae: VAE, params: Params, key: PRNGKey, config: "EvalConf
     fns = {}
     for spec in SPECS:
         chunk = (chunk_sizes or {}).get(spec.name) or config.chunk_size or spec.chunk_size
-        fn = jax.jit(spec.build(vae, config, chunk, jax.random.fold_in(key, spec.stream)))
-        fns[spec.name] = functools.partial(fn, params)
+        # params closed over (constants of the compiled function): they then go wherever the batch goes,
+        # one device or a mesh of several.
+        fns[spec.name] = jax.jit(functools.partial(spec.build(vae, config, chunk, jax.random.fold_in(key, spec.stream)),
+                                                   params))
     return fns
 
 
