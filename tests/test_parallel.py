@@ -96,3 +96,12 @@ def jax_leaves(tree):
     import jax
 
     return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(tree)]
+
+
+def test_importing_vae_jax_leaves_the_backend_alone():
+    """jax.distributed.initialize must run before the backend starts: importing the library and the CLI
+    (blackjax included) must not start it."""
+    code = ("from jax._src import xla_bridge as xb\nimport vae_jax, vae_jax.cli, vae_jax.evaluate\n"
+            "print(bool(xb._backends))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -22,8 +22,6 @@ it would break (and bias both bounds).
 
 from typing import NamedTuple
 
-import blackjax
-from blackjax.mcmc.hmc import HMCState
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -76,6 +74,10 @@ def _path(log_likelihood, x, start) -> _Path:
 def _anneal(key, path: _Path, z0: Array, betas: Array, step_sizes: Array, leapfrog_steps: int, adapt: bool,
             target_acceptance: float):
     """Runs chains z0 [C, K] through ``betas`` [T + 1]. Returns (log-weights [C], mean acceptance, step sizes [T])."""
+    # Imported here: importing blackjax starts JAX's backend, which must wait for jax.distributed.initialize.
+    import blackjax
+    from blackjax.mcmc.hmc import HMCState
+
     kernel = blackjax.hmc.build_kernel()
     inverse_mass = jnp.ones(z0.shape[-1], z0.dtype)
 
