@@ -54,12 +54,24 @@ def test_epoch_compiles_once_and_improves_the_objective(objective, k):
 
 def test_non_finite_step_is_skipped_and_reported():
     config, vae, optimizer, state, batches = _toy_setup()
-    batches = batches.at[2, 0, 0].set(jnp.nan)
-    train_epoch = make_train_epoch(vae, config.train, optimizer, steps_per_epoch=4)
-    new_state, metrics = train_epoch(state, batches, jax.random.key(2))
-    assert int(metrics["first_bad_step"]) == 2
-    chex.assert_tree_all_finite(new_state.params)
-    assert int(new_state.step) == 4
+    bad = batches.at[2, 0, 0].set(jnp.nan)
+    results = {}
+    for how in ("cond", "select"):
+        train_epoch = make_train_epoch(vae, config.train, optimizer, steps_per_epoch=4, skip_with=how)
+        new_state, metrics = train_epoch(state, bad, jax.random.key(2))
+        assert int(metrics["first_bad_step"]) == 2
+        chex.assert_tree_all_finite(new_state.params)
+        assert int(new_state.step) == 4
+        # Steps 0-1 as in a clean epoch; step 2 left the state as it was.
+        two, _ = make_train_epoch(vae, config.train, optimizer, steps_per_epoch=4, skip_with=how)(
+            state, bad[:2], jax.random.key(2))
+        three, _ = make_train_epoch(vae, config.train, optimizer, steps_per_epoch=4, skip_with=how)(
+            state, bad[:3], jax.random.key(2))
+        chex.assert_trees_all_equal(two.params, three.params)
+        chex.assert_trees_all_equal(two.opt_state, three.opt_state)
+        results[how] = new_state
+    # Both ways of skipping give the same training.
+    chex.assert_trees_all_close(results["cond"].params, results["select"].params, rtol=1e-6, atol=1e-7)
 
 
 def test_kl_warmup_ramps_linearly():
