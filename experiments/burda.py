@@ -15,10 +15,12 @@ its best checkpoint to ``--output``/<model>, so that ``vae-jax evaluate --workdi
 """
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 
+import jax
 from common import experiment_parser, run_meta, write_results
 from vae_jax import data as data_lib
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
@@ -55,6 +57,12 @@ def ship(workdir: Path, target: Path, step: int, manual_dir: str | None):
         shipped.write_data_source(DataOptions(manual_dir=manual_dir), relative_to=target)
 
 
+def device_name() -> str:
+    """What trained the model: the accelerator's name, or "CPU (N cores)"."""
+    device = jax.devices()[0]
+    return f"CPU ({os.cpu_count()} cores)" if device.platform == "cpu" else device.device_kind
+
+
 def learning_curves(metrics: dict[str, list[dict]], path: Path):
     import matplotlib
 
@@ -79,14 +87,16 @@ def learning_curves(metrics: dict[str, list[dict]], path: Path):
 
 
 def markdown(rows: list[dict], num_samples: int, test_split: str, num_test: int) -> str:
-    lines = [f"| model | epochs (best) | protocol | test ELBO | test log p(x), IS K={num_samples} | Burda et al. |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"| model | epochs (best) | protocol | trained on | test ELBO | test log p(x), IS K={num_samples} "
+             "| k-hat > 0.7 | Burda et al. |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ll, proto = r["test_log_likelihood"], r.get("protocol")
         how = f"batch {proto['batch_size']}, {proto['schedule']} schedule" if proto else \
             "an earlier short run (constant rate): undertrained"
-        lines.append(f"| {r['model']} | {r['epochs']} ({r.get('best_epoch', '?')}) | {how} | {r['test_elbo']['mean']:.2f} "
-                     f"| {ll['mean']:.2f} +- {ll['stderr']:.2f} | -{r['paper_nll']:.2f} |")
+        khat = f"{100 * ll['khat_above_0.7']:.1f}%" if "khat_above_0.7" in ll else "-"
+        lines.append(f"| {r['model']} | {r['epochs']} ({r.get('best_epoch', '?')}) | {how} | {r.get('device', 'CPU')} "
+                     f"| {r['test_elbo']['mean']:.2f} | {ll['mean']:.2f} +- {ll['stderr']:.2f} | {khat} "
+                     f"| -{r['paper_nll']:.2f} |")
     lines += ["", f"Nats per image on binarized MNIST {test_split} ({num_test} images), from the checkpoint with the "
               "best validation ELBO; +- is the standard error over test images. Burda et al. trained 3,280 "
               "epochs at batch 20."]
@@ -129,6 +139,7 @@ def main(argv=None):
                                    "output_bias_init": tc.output_bias_init, "learning_rate": tc.learning_rate},
                       "checkpoint_step": step, "best_epoch": next(r["epoch"] for r in records if r["step"] == step),
                       "train_seconds": sum(r["seconds"] for r in records), "eval_seconds": time.perf_counter() - t0,
+                      "device": device_name(),
                       "test_elbo": result["elbo"], "test_log_likelihood": result["importance"],
                       "paper_nll": PAPER[name]}
         print(f"{name}: {tc.epochs} epochs (best {rows[name]['best_epoch']}), test ELBO {result['elbo']['mean']:.2f}, "

@@ -36,6 +36,17 @@ def test_estimator_comparison_quick(shared_data, data_dir, tmp_path):
     assert len(result["test_subset"]["line_indices"]) == 10
     for name in ("gaps.png", "posteriors_2d.png"):
         assert (tmp_path / "out" / name).stat().st_size > 10_000
+    # AIS runs from both starts; the reference is the higher of the two lower bounds.
+    assert set(ais["by_start"]) == {"prior", "q"}
+    assert ais["mean"] == max(a["mean"] for a in ais["by_start"].values())
+    assert ais["start"] == max(ais["by_start"].values(), key=lambda a: a["mean"])["start"]
+    # --reference-only recomputes the reference (here from the prior alone) and keeps everything else.
+    estimators.main(["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir), "--reference-only",
+                     "--workdir", str(tmp_path / "runs"), "--output", str(tmp_path / "out"), "--ais-start", "prior"])
+    again = json.loads((tmp_path / "out" / "estimators.json").read_text())["results"][0]
+    assert set(again["ais"]["by_start"]) == {"prior"} and again["ais"]["start"] == "prior"
+    assert again["ais"]["by_start"]["prior"]["mean"] == ais["by_start"]["prior"]["mean"]  # same keys, same draws
+    assert again["ais"]["subset_means"] == ais["subset_means"] and again["naive"] == r["naive"]
 
 
 @pytest.mark.slow
