@@ -4,8 +4,9 @@ For VAEs with several latent dimensions trained on binarized MNIST, estimates th
 of a fixed subset of test images with each estimator and sample count, repeated with independent
 keys; importance sampling with refined posteriors (the amortization gap); Pareto k-hat of each
 estimator's weights; and a reference: grid quadrature for the 2-D model, annealed importance sampling
-in every dimension (on the first ``ais_examples`` images, with settings certified by the BDMC gap on
-data simulated from the model). Writes ``<output>/estimators.json``, ``estimators.md``,
+in every dimension (on the first ``ais_examples`` images, from the prior and from q(z|x), the higher
+taken, each with its BDMC gap on data simulated from the model; ``--reference-only`` recomputes just
+this for the models in ``--workdir``). Writes ``<output>/estimators.json``, ``estimators.md``,
 ``estimators.png`` (estimates), ``gaps.png`` (each estimator's gap to the reference, log scale) and, for
 the 2-D model, ``posteriors_2d.png`` (the true posterior against q(z|x) where importance sampling fails
 most).

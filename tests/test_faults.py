@@ -88,15 +88,21 @@ def test_kill_9_during_checkpoint_save_never_leaves_a_bad_checkpoint(tmp_path):
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(shared_data, data_dir, tmp_path):
     workdir = tmp_path / "run"
-    proc = subprocess.Popen(_train_cmd(workdir, shared_data, data_dir, 50, "--checkpoint-every", "1000"),
+    # 1000 epochs (~0.1 s each), so the run cannot finish between its first metrics line and the signal
+    # even on a loaded machine; the signal stops it long before.
+    proc = subprocess.Popen(_train_cmd(workdir, shared_data, data_dir, 1000, "--checkpoint-every", "5000"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text():
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.2)
+    sent_after = len(_epochs_logged(workdir))
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    log = workdir / "vae-jax.log"
+    assert proc.returncode == 130, (f"exit {proc.returncode}; SIGINT sent after epoch {sent_after}, "
+                                    f"{len(_epochs_logged(workdir))} epochs logged\nstdout: {out}\nstderr: {err}\n"
+                                    f"vae-jax.log: {log.read_text() if log.exists() else '-'}")
     assert "interrupted" in err and "Traceback" not in err
     ckpt = Checkpointer(workdir / "checkpoints")
     assert ckpt.steps() and ckpt.steps()[-1] % 50 == 0  # a whole number of 50-step epochs
