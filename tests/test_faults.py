@@ -90,8 +90,13 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(shared_data, data_dir, tmp_
     workdir = tmp_path / "run"
     # 1000 epochs (~0.1 s each), so the run cannot finish between its first metrics line and the signal
     # even on a loaded machine; the signal stops it long before.
-    proc = subprocess.Popen(_train_cmd(workdir, shared_data, data_dir, 1000, "--checkpoint-every", "5000"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C at a terminal: SIGINT with Python's default handler. Set it in the child explicitly, since a
+    # test run launched as a background job (`cmd &` in a script) passes SIGINT down ignored, and Python
+    # then keeps ignoring it (as a background `vae-jax train` should: stop that one with SIGTERM).
+    cmd = _train_cmd(workdir, shared_data, data_dir, 1000, "--checkpoint-every", "5000")
+    cmd[1:3] = ["-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "sys.argv[0] = 'vae-jax'; from vae_jax.cli import main; sys.exit(main())"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (workdir / "metrics.jsonl").exists() or not (workdir / "metrics.jsonl").read_text():
         assert time.time() < deadline and proc.poll() is None
