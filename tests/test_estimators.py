@@ -123,3 +123,27 @@ def test_contract_errors_are_clear():
         vj.importance_log_marginal(key, ll, x, m, m, 0)
     with pytest.raises(ValueError, match="latent_dim must be a positive integer"):
         vj.naive_log_marginal(key, ll, x, -1, 10)
+
+
+
+def test_evaluate_and_bdmc_run_in_float32_whatever_the_default():
+    """Estimates are traced with float32 matrix products even where the caller's default is lower (a GPU's
+    TF32): the precision in force is recorded as each estimator reports and as bdmc simulates."""
+    from vae_jax.evaluate import EvalConfig, bdmc, evaluate
+
+    seen = []
+
+    class RecordingVAE(vj.VAE):
+        def simulate(self, params, key):
+            seen.append(("simulate", jax.config.jax_default_matmul_precision))
+            return super().simulate(params, key)
+
+    vae = RecordingVAE(vj.ModelConfig(data_dim=12, latent_dim=2, hidden=(8,)))
+    params = vae.init(jax.random.key(0))
+    xs = np.asarray(jax.random.bernoulli(jax.random.key(1), 0.5, (4, 12)), np.float32)
+    with jax.default_matmul_precision("bfloat16"):
+        evaluate(vae, params, xs, jax.random.key(2), estimators=("elbo", "importance"), num_samples=10,
+                 report=lambda name, summary: seen.append((name, jax.config.jax_default_matmul_precision)))
+        bdmc(vae, params, jax.random.key(3), 2, EvalConfig(ais_chains=2, ais_temperatures=5, leapfrog_steps=2))
+        assert jax.config.jax_default_matmul_precision == "bfloat16"  # the caller's setting is left alone
+    assert seen == [("elbo", "float32"), ("importance", "float32"), ("simulate", "float32")]

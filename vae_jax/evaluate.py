@@ -33,6 +33,16 @@ from vae_jax.types import Params, PRNGKey
 # mantissa) for float32 products, which shifts log p(x) by a fraction of a nat; on a CPU this changes nothing.
 EVAL_MATMUL_PRECISION = "float32"
 
+
+def _in_eval_precision(fn):
+    """``fn``, traced and run with ``EVAL_MATMUL_PRECISION`` matrix products."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with jax.default_matmul_precision(EVAL_MATMUL_PRECISION):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
 # fn(params, keys [B], xs [B, D]) -> {"value": [B], ...}; built by a spec from (vae, config, chunk, key).
 BatchFn = Callable[[Params, jax.Array, jax.Array], dict]
 
@@ -135,6 +145,7 @@ def _build_ais(vae: VAE, config: "EvalConfig", chunk: int, key) -> BatchFn:
     return _per_example(one)
 
 
+@_in_eval_precision
 def bdmc(vae: VAE, params: Params, key: PRNGKey, num_examples: int, config: "EvalConfig",
          progress: bool = False) -> dict:
     """Bidirectional Monte Carlo on ``num_examples`` examples simulated from the model.
@@ -146,11 +157,6 @@ def bdmc(vae: VAE, params: Params, key: PRNGKey, num_examples: int, config: "Eva
     Returns:
       ``{"num_examples", "forward": {mean, ...}, "reverse": {mean, ...}, "gap": {mean, max}, "settings"}``.
     """
-    with jax.default_matmul_precision(EVAL_MATMUL_PRECISION):
-        return _bdmc(vae, params, key, num_examples, config, progress)
-
-
-def _bdmc(vae, params, key, num_examples, config, progress) -> dict:
     simulate_key, run_key = jax.random.split(key)
     z, xs = jax.vmap(lambda k: vae.simulate(params, k))(jax.random.split(simulate_key, num_examples))
 
@@ -296,6 +302,7 @@ def summarize(values: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
+@_in_eval_precision
 def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config: "EvalConfig | None" = None, *,
              batch_size: int | None = None, report=None, progress: bool = False, **options) -> dict:
     """Runs the chosen estimators over ``images`` [N, D] and summarizes each in nats per example.
@@ -317,11 +324,6 @@ def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config:
     Matrix products run in float32 on every backend (``EVAL_MATMUL_PRECISION``), not a GPU's TensorFloat32.
     """
     config = dataclasses.replace(config or EvalConfig(), **options)
-    with jax.default_matmul_precision(EVAL_MATMUL_PRECISION):
-        return _evaluate(vae, params, images, key, config, batch_size, report, progress)
-
-
-def _evaluate(vae, params, images, key, config, batch_size, report, progress) -> dict:
     fns = make_estimator_fns(vae, params, key, config)
     result, per_example = {"num_examples": int(images.shape[0]), "seconds": {}}, {}
     for name in config.estimators:
