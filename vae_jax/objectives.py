@@ -42,10 +42,21 @@ def sample_log_likelihoods(
       (eps [C, K], z [C, K], log p(x|z_s) [C]).
     """
     eps = standard_normal_stream(key, indices, mean.shape[-1], mean.dtype)
+    return (eps, *reparameterized_log_likelihoods(log_likelihood, x, mean, log_var, eps))
+
+
+def reparameterized_log_likelihoods(
+    log_likelihood: LogLikelihoodFn, x: Array, mean: Array, log_var: Array, eps: Array
+) -> tuple[Array, Array]:
+    """z_s = mean + exp(log_var / 2) * eps_s for given noise eps [C, K], and log p(x|z_s).
+
+    Returns:
+      (z [C, K], log p(x|z_s) [C]).
+    """
     z = mean + jnp.exp(0.5 * log_var) * eps
-    if indices.shape[0] == 1:  # one sample: a vmap over a size-1 axis costs ~7% of a CPU training step
-        return eps, z, log_likelihood(x, z[0])[None]
-    return eps, z, jax.vmap(log_likelihood, in_axes=(None, 0))(x, z)
+    if eps.shape[0] == 1:  # one sample: a vmap over a size-1 axis costs ~7% of a CPU training step
+        return z, log_likelihood(x, z[0])[None]
+    return z, jax.vmap(log_likelihood, in_axes=(None, 0))(x, z)
 
 
 def elbo_terms(

@@ -17,7 +17,8 @@ from vae_jax.config import TrainConfig
 from vae_jax.data import binarize
 from vae_jax.estimators import importance_log_weights
 from vae_jax.models import VAE
-from vae_jax.objectives import kl_standard_normal, sample_log_likelihoods
+from vae_jax.objectives import kl_standard_normal, reparameterized_log_likelihoods
+from vae_jax.sampling import standard_normal_stream
 from vae_jax.types import Array, Params, PRNGKey
 
 
@@ -60,17 +61,15 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
     return optax.chain(*clip, optax.adam(schedule, eps=config.adam_eps))
 
 
-def example_loss(vae: VAE, config: TrainConfig, params: Params, key: PRNGKey, x: Array, beta: Array):
-    """Loss for one example x [D] and its metrics (elbo, reconstruction, kl), all scalars.
+def example_loss(vae: VAE, config: TrainConfig, params: Params, eps: Array, x: Array, beta: Array):
+    """Loss for one example x [D] with its noise eps [S, K], and its metrics (elbo, reconstruction, kl).
 
     ``elbo``: -(E_q[log p(x|z)] - beta KL) with S = ``num_samples`` draws.
     ``iwae``: -log (1/S) sum_s p(x, z_s) / q(z_s|x).
-    Both, and the metrics, come from one decoding of the S samples z_s (sample s from ``fold_in(key, s)``,
-    the stream of :func:`vae_jax.elbo_terms` and :func:`vae_jax.importance_log_marginal`).
+    Both, and the metrics, come from one decoding of the S samples z_s = mean + std * eps_s.
     """
     mean, log_var = vae.encode(params, x)
-    indices = jnp.arange(config.num_samples)
-    eps, z, log_lik = sample_log_likelihoods(key, vae.likelihood_fn(params), x, mean, log_var, indices)
+    z, log_lik = reparameterized_log_likelihoods(vae.likelihood_fn(params), x, mean, log_var, eps)
     reconstruction, kl = jnp.mean(log_lik), kl_standard_normal(mean, log_var)
     if config.objective == "elbo":
         loss = -(reconstruction - beta * kl)
@@ -78,6 +77,32 @@ def example_loss(vae: VAE, config: TrainConfig, params: Params, key: PRNGKey, x:
         log_w = importance_log_weights(eps, z, log_lik, log_var)
         loss = -(jax.nn.logsumexp(log_w) - math.log(config.num_samples))
     return loss, {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
+
+
+def step_noise(config: TrainConfig, latent_dim: int, train_key: PRNGKey, step: Array, xs: Array):
+    """The random draws of training step ``step``: (eps [B, S, K], the batch xs [B, D] as trained on).
+
+    With ``step_key = fold_in(train_key, step)`` and ``keys = split(fold_in(step_key, 0), B)``, example b's
+    samples are the stream of :func:`vae_jax.elbo_terms` and :func:`vae_jax.importance_log_marginal` with
+    key ``keys[b]`` (sample s from ``fold_in(keys[b], s)``); dynamic binarization draws from
+    ``fold_in(step_key, 1)``. The draws depend only on (train_key, step), so a resumed run repeats them.
+    """
+    step_key = jax.random.fold_in(train_key, step)
+    keys = jax.random.split(jax.random.fold_in(step_key, 0), xs.shape[0])
+    indices = jnp.arange(config.num_samples)
+    eps = jax.vmap(lambda key: standard_normal_stream(key, indices, latent_dim, xs.dtype))(keys)
+    if config.binarize:
+        xs = binarize(jax.random.fold_in(step_key, 1), xs)
+    return eps, xs
+
+
+NOISE_CHUNK_BYTES = 32 * 2**20  # draws made at once, ahead of the steps that use them
+
+
+def noise_chunk_length(steps: int, bytes_per_step: int, budget: int = NOISE_CHUNK_BYTES) -> int:
+    """Steps whose draws are made together: the largest divisor of ``steps`` whose draws fit ``budget``."""
+    most = max(1, min(steps, budget // max(bytes_per_step, 1)))
+    return max(c for c in range(1, most + 1) if steps % c == 0)
 
 
 def kl_weight(config: TrainConfig, step: Array, steps_per_epoch: int) -> Array:
@@ -106,20 +131,17 @@ def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTra
     if skip_with not in ("cond", "select"):
         raise ValueError(f"skip_with must be 'cond' or 'select', not {skip_with!r}")
 
-    def batch_loss(params, keys, xs, beta):
+    def batch_loss(params, eps, xs, beta):
         losses, metrics = jax.vmap(functools.partial(example_loss, vae, config, params), (0, 0, None))(
-            keys, xs, beta
+            eps, xs, beta
         )
         return jnp.mean(losses), jax.tree_util.tree_map(jnp.mean, metrics)
 
-    def step(carry, xs):
-        state, first_bad, train_key = carry
-        step_key = jax.random.fold_in(train_key, state.step)
-        if config.binarize:
-            xs = binarize(jax.random.fold_in(step_key, 1), xs)
-        keys = jax.random.split(jax.random.fold_in(step_key, 0), xs.shape[0])
+    def step(carry, inputs):
+        state, first_bad = carry
+        xs, eps = inputs
         beta = kl_weight(config, state.step, steps_per_epoch)
-        (loss, metrics), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params, keys, xs, beta)
+        (loss, metrics), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params, eps, xs, beta)
         # Any NaN or infinity in the gradient makes its sum non-finite: one reduction, no comparisons.
         finite = jnp.isfinite(loss + sum(jnp.sum(g) for g in jax.tree_util.tree_leaves(grads)))
 
@@ -132,11 +154,23 @@ def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTra
         else:
             new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), apply(state), state)
         first_bad = jnp.where((first_bad < 0) & ~finite, state.step, first_bad)
-        return (new.replace(step=state.step + 1), first_bad, train_key), dict(metrics, loss=loss)
+        return (new.replace(step=state.step + 1), first_bad), dict(metrics, loss=loss)
+
+    noise = jax.vmap(functools.partial(step_noise, config, vae.config.latent_dim), (None, 0, 0))
 
     @jax.jit
     def train_epoch(state: TrainState, batches: Array, train_key: PRNGKey):
-        (state, first_bad, _), metrics = jax.lax.scan(step, (state, jnp.int32(-1), train_key), batches)
+        num_steps, batch_size, dim = batches.shape
+        itemsize = batches.dtype.itemsize
+        per_step = batch_size * itemsize * (config.num_samples * vae.config.latent_dim + dim * config.binarize)
+        chunk = noise_chunk_length(num_steps, per_step)
+
+        def chunk_of_steps(carry, xs):  # xs [chunk, B, D]: draw the chunk's noise at once, then step
+            eps, xs = noise(train_key, carry[0].step + jnp.arange(chunk), xs)
+            return lax.scan(step, carry, (xs, eps))
+
+        (state, first_bad), metrics = lax.scan(
+            chunk_of_steps, (state, jnp.int32(-1)), batches.reshape(num_steps // chunk, chunk, batch_size, dim))
         metrics = jax.tree_util.tree_map(jnp.mean, metrics)
         return state, dict(metrics, first_bad_step=first_bad)
 
