@@ -16,7 +16,10 @@ from vae_jax.data import DataOptions
 from vae_jax.errors import ConfigMismatchError
 from vae_jax.rundir import load_train_state
 from vae_jax.train_loop import train_and_evaluate
-from vae_jax.train_step import TrainState, kl_weight, make_optimizer, make_train_epoch
+import vae_jax as vj
+from vae_jax import train_step
+from vae_jax.train_step import (TrainState, all_finite, kl_weight, make_optimizer, make_train_epoch,
+                              noise_chunk_length)
 
 
 def small_config(**train_kwargs) -> ExperimentConfig:
@@ -62,9 +65,10 @@ def test_non_finite_step_is_skipped_and_reported():
         assert int(metrics["first_bad_step"]) == 2
         chex.assert_tree_all_finite(new_state.params)
         assert int(new_state.step) == 4
-        # Steps 0-1 as in a clean epoch; step 2 left the state as it was.
-        two, _ = make_train_epoch(vae, config.train, optimizer, steps_per_epoch=4, skip_with=how)(
-            state, bad[:2], jax.random.key(2))
+        # Steps 0-1 as in a clean epoch run with the check on every step; step 2 left the state as it was.
+        checked = make_train_epoch(vae, config.train, optimizer, steps_per_epoch=4, skip_with=how,
+                                   check_every_step=True)
+        two, _ = checked(state, bad[:2], jax.random.key(2))
         three, _ = make_train_epoch(vae, config.train, optimizer, steps_per_epoch=4, skip_with=how)(
             state, bad[:3], jax.random.key(2))
         chex.assert_trees_all_equal(two.params, three.params)
@@ -72,6 +76,68 @@ def test_non_finite_step_is_skipped_and_reported():
         results[how] = new_state
     # Both ways of skipping give the same training.
     chex.assert_trees_all_close(results["cond"].params, results["select"].params, rtol=1e-6, atol=1e-7)
+
+
+def test_optimistic_epoch_equals_the_checked_epoch_on_finite_data():
+    """A clean epoch returns its fast run; the same steps run with the check on every step agree to float
+    rounding (the two are compiled apart), and a NaN in the last batch sends the epoch to the checked run."""
+    config, vae, optimizer, state, batches = _toy_setup()
+    fast_epoch = make_train_epoch(vae, config.train, optimizer, steps_per_epoch=4)
+    checked_epoch = make_train_epoch(vae, config.train, optimizer, steps_per_epoch=4, check_every_step=True)
+    fast, fast_metrics = fast_epoch(state, batches, jax.random.key(2))
+    checked, checked_metrics = checked_epoch(state, batches, jax.random.key(2))
+    assert int(fast_metrics["first_bad_step"]) == int(checked_metrics["first_bad_step"]) == -1
+    chex.assert_trees_all_close((fast.params, fast.opt_state), (checked.params, checked.opt_state), rtol=1e-5,
+                                atol=1e-7)
+    chex.assert_trees_all_close(fast_metrics, checked_metrics, rtol=1e-6)
+    # Only the last step is bad: the result is the checked run of the first three steps, exactly.
+    last_bad, metrics = fast_epoch(state, batches.at[3, 5, 0].set(jnp.inf), jax.random.key(2))
+    three, _ = checked_epoch(state, batches[:3], jax.random.key(2))
+    assert int(metrics["first_bad_step"]) == 3 and int(last_bad.step) == 4
+    chex.assert_trees_all_equal((last_bad.params, last_bad.opt_state), (three.params, three.opt_state))
+
+
+@pytest.mark.parametrize("train_kwargs", [{}, {"grad_clip": 1.0}, {"schedule": "cosine"}, {"schedule": "burda"}])
+def test_a_non_finite_gradient_leaves_the_optimizer_state_non_finite(train_kwargs):
+    """What the optimistic epoch relies on: after one gradient with an infinity (or a NaN), every later
+    update of every configured optimizer leaves a non-finite value in the state, down to a zero last rate."""
+    optimizer = make_optimizer(TrainConfig(**train_kwargs), 10)
+    for bad_value in (jnp.inf, jnp.nan):
+        state = TrainState.create({"w": jnp.ones(3), "b": jnp.zeros(2)}, optimizer)
+        for step in range(10):
+            grads = {"w": jnp.full(3, 0.5), "b": jnp.full(2, -0.5)}
+            if step == 3:
+                grads["w"] = grads["w"].at[1].set(bad_value)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            state = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
+            assert bool(all_finite((state.params, state.opt_state))) == (step < 3), (bad_value, step)
+
+
+def test_noise_is_the_documented_stream_and_does_not_depend_on_chunking(monkeypatch):
+    """Example b of step t trains on the samples of elbo_terms / importance_log_marginal with key
+    split(fold_in(fold_in(train_key, t), 0), B)[b]; drawing them a chunk at a time changes nothing."""
+    config, vae, optimizer, state, batches = _toy_setup(objective="elbo", num_samples=3)
+    train_key = jax.random.key(7)
+    one_step, metrics = make_train_epoch(vae, config.train, optimizer, 1)(state, batches[:1], train_key)
+    keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(train_key, 0), 0), batches.shape[1])
+    terms = [vj.elbo_terms(k, vae.likelihood_fn(state.params), x, *vae.encode(state.params, x), num_samples=3)
+             for k, x in zip(keys, batches[0])]
+    np.testing.assert_allclose(metrics["reconstruction"], np.mean([r for r, _ in terms]), rtol=1e-6)
+    np.testing.assert_allclose(metrics["elbo"], np.mean([r - kl for r, kl in terms]), rtol=1e-6)
+
+    whole, whole_metrics = make_train_epoch(vae, config.train, optimizer, 4)(state, batches, train_key)
+    monkeypatch.setattr(train_step, "NOISE_CHUNK_BYTES", 1)  # one step's draws at a time
+    per_step, step_metrics = make_train_epoch(vae, config.train, optimizer, 4)(state, batches, train_key)
+    chex.assert_trees_all_close((whole.params, whole_metrics), (per_step.params, step_metrics), rtol=1e-6,
+                                atol=1e-8)
+
+
+def test_noise_chunk_length_divides_the_epoch_within_the_budget():
+    assert noise_chunk_length(500, 20_000, budget=32 * 2**20) == 500  # the default model: one chunk an epoch
+    assert noise_chunk_length(500, 10**6, budget=32 * 2**20) == 25  # IWAE k = 50: 25 steps of 1 MB
+    assert noise_chunk_length(499, 10**6, budget=32 * 2**20) == 1  # a prime epoch beyond the budget: a step
+    assert noise_chunk_length(12, 1, budget=100) == 12
+    assert noise_chunk_length(12, 5, budget=20) == 4
 
 
 def test_kl_warmup_ramps_linearly():

@@ -99,8 +99,10 @@ def step_noise(config: TrainConfig, latent_dim: int, train_key: PRNGKey, step: A
 NOISE_CHUNK_BYTES = 32 * 2**20  # draws made at once, ahead of the steps that use them
 
 
-def noise_chunk_length(steps: int, bytes_per_step: int, budget: int = NOISE_CHUNK_BYTES) -> int:
-    """Steps whose draws are made together: the largest divisor of ``steps`` whose draws fit ``budget``."""
+def noise_chunk_length(steps: int, bytes_per_step: int, budget: int | None = None) -> int:
+    """Steps whose draws are made together: the largest divisor of ``steps`` whose draws fit ``budget``
+    bytes (default :data:`NOISE_CHUNK_BYTES`)."""
+    budget = NOISE_CHUNK_BYTES if budget is None else budget
     most = max(1, min(steps, budget // max(bytes_per_step, 1)))
     return max(c for c in range(1, most + 1) if steps % c == 0)
 
@@ -120,7 +122,7 @@ def all_finite(tree) -> Array:
 
 
 def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTransformation,
-                     steps_per_epoch: int, *, skip_with: str | None = None):
+                     steps_per_epoch: int, *, skip_with: str | None = None, check_every_step: bool = False):
     """Returns ``train_epoch(state, batches [S, B, D], train_key) -> (state, metrics)``, jitted.
 
     One ``lax.scan`` over the epoch's steps. A step whose loss or gradient is not finite is not
@@ -131,8 +133,9 @@ def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTra
     state for good (NaN and infinity survive every later Adam update), so a finite final state and
     finite losses prove that every step was finite. Otherwise the epoch is run again from its start
     with the check on every step, and only that run's result is returned. Both runs draw the same
-    noise, so the result is what a checked run gives, at the cost of one check per epoch (a per-step
-    check read the whole gradient once more: 7-9% of a CPU step at batch 20).
+    noise, so the result is what a checked run gives (to float rounding: the two runs are compiled
+    apart), at the cost of one check per epoch; a per-step check reads the whole gradient once more.
+    ``check_every_step=True`` always runs the checked epoch.
 
     ``skip_with`` chooses how the checked run leaves a bad step out, with the same result: ``"cond"``
     runs only the branch taken (cheapest on a CPU, where a select over the whole state cost 15% of a
@@ -194,9 +197,12 @@ def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTra
 
     @jax.jit
     def train_epoch(state: TrainState, batches: Array, train_key: PRNGKey):
-        fast = run(state, batches, train_key, checked=False)
-        state, first_bad, metrics = lax.cond(all_finite((fast[0], fast[2]["loss"])), lambda: fast,
-                                             lambda: run(state, batches, train_key, checked=True))
+        checked = lambda: run(state, batches, train_key, checked=True)
+        if check_every_step:
+            state, first_bad, metrics = checked()
+        else:
+            fast = run(state, batches, train_key, checked=False)
+            state, first_bad, metrics = lax.cond(all_finite((fast[0], fast[2]["loss"])), lambda: fast, checked)
         metrics = jax.tree_util.tree_map(jnp.mean, metrics)
         return state, dict(metrics, first_bad_step=first_bad)
 
