@@ -1,123 +1,61 @@
-"""Where vae-jax's training step spends time beyond a plain JAX loop: the real epoch against variants of it
-with one feature changed, timed alternating with the plain loop of ``train_throughput.py``.
+"""The training epoch of this tree against the epoch of earlier commits and the plain JAX loop.
 
-Variants (each a copy of ``make_train_epoch``'s step with one change):
-  vae-jax       the library's epoch as it is
-  concat-check  the finiteness check as one sum over all gradient leaves concatenated
-  no-check      no finiteness check and no skip (a lower bound: the feature removed)
-  batch-eps     one batch-wide normal draw instead of per-example keys (a lower bound: changes the stream)
-  no-metrics    the loss alone, no ELBO/reconstruction/KL metrics
-  adam-const    ``optax.adam(1e-3)`` instead of ``make_optimizer``'s Adam with a (constant) schedule
-  plain-loss    the plain loop's loss (dicts of weights, batch-wide eps) inside vae-jax's step
-  key-outside   the epoch's key closed over by the step rather than carried through the scan
-  lean-carry    key outside, no first-bad-step carry, step counter as the scanned index (plain's carry)
+Each ``--against REF`` loads ``vae_jax/train_step.py`` as it was at git commit REF (the rest of vae-jax
+is this tree's) and times its epoch beside this tree's, the same epoch with the check on every step
+(``check_every_step=True``), and the plain JAX + optax loop of ``train_throughput.py``, alternating
+rounds; medians, and each loop as a fraction of the plain loop. The commits of issue 11 that changed the
+epoch, oldest first:
 
-    python benchmarks/step_variants.py [--rounds 7] [--steps 200] [--batch 100]
+    54edb93  per-step noise, finiteness check and ``lax.cond`` every step
+    25a9da1  noise drawn a chunk of steps at a time, ahead of the steps
+    8784971  optimistic epoch, rerun checked only when its end state is not finite
+    32d24f6  updates scaled by the probe: weights updated in place (as in this tree)
+
+For steadier numbers on a loaded or virtual machine, pin one core and one XLA thread (at batch 20 the
+second core adds noise, not speed):
+
+    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" taskset -c 1 \\
+        python benchmarks/step_variants.py --batch 20 --against 54edb93 --against 25a9da1 --against 8784971
 """
 
 import argparse
-import functools
+import importlib.util
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import optax
-from train_throughput import BATCH, jax_runner, plain_jax_runner, time_alternating
+from train_throughput import plain_jax_runner, time_alternating
 
+from vae_jax import train_step
 from vae_jax.config import ModelConfig, TrainConfig
 from vae_jax.models import VAE
-from vae_jax.objectives import kl_standard_normal
-from vae_jax.train_step import TrainState, example_loss, make_optimizer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def variant_runner(name: str, steps: int, batch: int = BATCH):
+def train_step_at(ref: str):
+    """``vae_jax/train_step.py`` as it was at commit ``ref``, imported as a module of its own."""
+    source = subprocess.run(["git", "show", f"{ref}:vae_jax/train_step.py"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / f"train_step_{ref}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def epoch_runner(module, steps: int, batch: int, **epoch_kwargs):
+    """A call that runs one epoch of ``module.make_train_epoch`` (compiled and warmed up first)."""
     config = TrainConfig(batch_size=batch)
     vae = VAE(ModelConfig())
-    optimizer = optax.adam(1e-3) if name == "adam-const" else make_optimizer(config, steps)
-    params = vae.init(jax.random.key(0))
-    if name == "plain-loss":  # the plain loop's parameters and loss
-        params = {name: [{"w": jnp.asarray(p["kernel"]), "b": jnp.asarray(p["bias"])} for p in
-                         (mlp[f"Dense_{i}"] for i in range(3))]
-                  for name, mlp in (("enc", params["encoder"]["params"]["MLP_0"]),
-                                    ("dec", params["decoder"]["params"]["MLP_0"]))}
-    state = TrainState.create(params, optimizer)
+    optimizer = module.make_optimizer(config, steps)
+    holder = {"state": module.TrainState.create(vae.init(jax.random.key(0)), optimizer)}
     batches = jax.random.bernoulli(jax.random.key(1), 0.2, (steps, batch, 784)).astype(jnp.float32)
-    skip_select = jax.default_backend() != "cpu"
-
-    def mlp(layers, h):
-        for layer in layers[:-1]:
-            h = jnp.tanh(h @ layer["w"] + layer["b"])
-        return h @ layers[-1]["w"] + layers[-1]["b"]
-
-    def batch_loss(params, step_key, xs):
-        if name == "plain-loss":
-            mean, log_var = jnp.split(mlp(params["enc"], xs), 2, axis=-1)
-            z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(step_key, mean.shape)
-            logits = mlp(params["dec"], z)
-            rec = jnp.sum(xs * logits - jax.nn.softplus(logits), axis=-1)
-            kl = 0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1)
-            return -jnp.mean(rec - kl), {"elbo": jnp.mean(rec - kl)}
-        if name == "batch-eps":
-            mean, log_var = jax.vmap(lambda x: vae.encode(params, x))(xs)
-            z = mean + jnp.exp(0.5 * log_var) * jax.random.normal(step_key, mean.shape)
-            rec = jax.vmap(vae.likelihood_fn(params))(xs, z)
-            kl = jax.vmap(kl_standard_normal)(mean, log_var)
-            return -jnp.mean(rec - kl), {"elbo": jnp.mean(rec - kl)}
-        keys = jax.random.split(step_key, xs.shape[0])
-        losses, metrics = jax.vmap(functools.partial(example_loss, vae, config, params), (0, 0, None))(
-            keys, xs, jnp.float32(1.0))
-        if name == "no-metrics":
-            return jnp.mean(losses), {}
-        return jnp.mean(losses), jax.tree_util.tree_map(jnp.mean, metrics)
-
-    def step(carry, xs, outer_key=None):
-        if name == "lean-carry":
-            (state,), (i, xs) = carry, xs
-            first_bad, train_key = jnp.int32(-1), outer_key
-        elif name == "key-outside":
-            (state, first_bad), train_key = carry, outer_key
-        else:
-            state, first_bad, train_key = carry
-        step_key = jax.random.fold_in(train_key, state.step)
-        (loss, metrics), grads = jax.value_and_grad(batch_loss, has_aux=True)(
-            state.params, jax.random.fold_in(step_key, 0), xs)
-        leaves = jax.tree_util.tree_leaves(grads)
-        if name == "concat-check":
-            finite = jnp.isfinite(loss + jnp.sum(jnp.concatenate([g.ravel() for g in leaves])))
-        else:
-            finite = jnp.isfinite(loss + sum(jnp.sum(g) for g in leaves))
-
-        def apply(state):
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-            return state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
-
-        if name == "no-check":
-            new = apply(state)
-        elif skip_select:
-            new = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), apply(state), state)
-        else:
-            new = jax.lax.cond(finite, apply, lambda s: s, state)
-        first_bad = jnp.where((first_bad < 0) & ~finite, state.step, first_bad)
-        new = new.replace(step=state.step + 1)
-        if name == "lean-carry":
-            return (new,), dict(metrics, loss=loss, bad=~finite)
-        if name == "key-outside":
-            return (new, first_bad), dict(metrics, loss=loss)
-        return (new, first_bad, train_key), dict(metrics, loss=loss)
-
-    @jax.jit
-    def epoch(state, batches, key):
-        if name == "lean-carry":
-            (state,), metrics = jax.lax.scan(functools.partial(step, outer_key=key), (state,),
-                                             (jnp.arange(len(batches)), batches))
-            return state, jax.tree_util.tree_map(jnp.mean, metrics)
-        if name == "key-outside":
-            (state, first_bad), metrics = jax.lax.scan(functools.partial(step, outer_key=key),
-                                                       (state, jnp.int32(-1)), batches)
-        else:
-            (state, first_bad, _), metrics = jax.lax.scan(step, (state, jnp.int32(-1), key), batches)
-        return state, dict(jax.tree_util.tree_map(jnp.mean, metrics), first_bad_step=first_bad)
-
-    holder = {"state": state}
+    epoch = module.make_train_epoch(vae, config, optimizer, steps, **epoch_kwargs)
 
     def run():
         holder["state"], metrics = epoch(holder["state"], batches, jax.random.key(2))
@@ -129,20 +67,24 @@ def variant_runner(name: str, steps: int, batch: int = BATCH):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--batch", type=int, default=BATCH)
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--batch", type=int, default=20)
+    p.add_argument("--steps", type=int, default=0, help="steps per timed epoch (default: 20,000 examples)")
+    p.add_argument("--against", action="append", default=[], metavar="REF", help="a git commit to compare")
     args = p.parse_args(argv)
-    runners = {"plain-jax": plain_jax_runner(args.steps, args.batch), "vae-jax": jax_runner(args.steps, args.batch)}
-    for name in ("concat-check", "no-check", "batch-eps", "no-metrics", "adam-const", "plain-loss", "key-outside",
-                 "lean-carry"):
-        runners[name] = variant_runner(name, args.steps, args.batch)
+    steps = args.steps or max(20_000 // args.batch, 5)
+    runners = {"plain-jax": plain_jax_runner(steps, args.batch),
+               "vae-jax": epoch_runner(train_step, steps, args.batch),
+               "vae-jax checked": epoch_runner(train_step, steps, args.batch, check_every_step=True)}
+    for ref in args.against:
+        runners[ref] = epoch_runner(train_step_at(ref), steps, args.batch)
     med = time_alternating(runners, args.rounds)
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, batch {args.batch}, medians of {args.rounds} rounds")
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, batch {args.batch}, {steps} steps, "
+          f"medians of {args.rounds} rounds")
     for name, t in med.items():
-        print(f"{name:>13}: {args.steps / t * args.batch:10.0f} examples/s  {t / args.steps * 1e6:7.1f} us/step  "
-              f"{med['plain-jax'] / t:5.2f} of plain-jax")
+        print(f"{name:>16}: {steps * args.batch / t:9.0f} examples/s  {t / steps * 1e6:7.1f} us/step  "
+              f"{med['plain-jax'] / t:5.3f} of plain-jax")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

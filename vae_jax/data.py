@@ -10,6 +10,7 @@ and verified by sha256; with ``download=True`` missing files are fetched from th
 
 import contextlib
 import dataclasses
+import functools
 import io
 import logging
 import os
@@ -194,8 +195,11 @@ def _read_all(source) -> list[dict]:
         return [source[i] for i in indices]
 
 
+@functools.partial(jax.jit, static_argnames="batch_size")
 def epoch_batches(key: PRNGKey, images: Array, batch_size: int) -> Array:
-    """Shuffles ``images`` [N, D] with ``key`` and cuts [N // B, B, D] batches (the remainder is dropped)."""
+    """Shuffles ``images`` [N, D] with ``key`` and cuts [N // B, B, D] batches (the remainder is dropped).
+
+    Jitted: op by op, the permutation and the gather took 270 ms for binarized MNIST, 13% of an epoch."""
     num_batches = images.shape[0] // batch_size
     order = jax.random.permutation(key, images.shape[0])[: num_batches * batch_size]
     return images[order].reshape(num_batches, batch_size, images.shape[-1])
