@@ -26,12 +26,8 @@ import tempfile
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-from train_throughput import plain_jax_runner, time_alternating
+from train_throughput import jax_runner, plain_jax_runner, time_alternating
 
-from vae_jax import train_step
-from vae_jax.config import ModelConfig, TrainConfig
-from vae_jax.models import VAE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,23 +44,6 @@ def train_step_at(ref: str):
     return module
 
 
-def epoch_runner(module, steps: int, batch: int, **epoch_kwargs):
-    """A call that runs one epoch of ``module.make_train_epoch`` (compiled and warmed up first)."""
-    config = TrainConfig(batch_size=batch)
-    vae = VAE(ModelConfig())
-    optimizer = module.make_optimizer(config, steps)
-    holder = {"state": module.TrainState.create(vae.init(jax.random.key(0)), optimizer)}
-    batches = jax.random.bernoulli(jax.random.key(1), 0.2, (steps, batch, 784)).astype(jnp.float32)
-    epoch = module.make_train_epoch(vae, config, optimizer, steps, **epoch_kwargs)
-
-    def run():
-        holder["state"], metrics = epoch(holder["state"], batches, jax.random.key(2))
-        jax.block_until_ready(metrics)
-
-    run()
-    return run
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=15)
@@ -74,10 +53,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     steps = args.steps or max(20_000 // args.batch, 5)
     runners = {"plain-jax": plain_jax_runner(steps, args.batch),
-               "vae-jax": epoch_runner(train_step, steps, args.batch),
-               "vae-jax checked": epoch_runner(train_step, steps, args.batch, check_every_step=True)}
+               "vae-jax": jax_runner(steps, args.batch),
+               "vae-jax checked": jax_runner(steps, args.batch, check_every_step=True)}
     for ref in args.against:
-        runners[ref] = epoch_runner(train_step_at(ref), steps, args.batch)
+        runners[ref] = jax_runner(steps, args.batch, module=train_step_at(ref))
     med = time_alternating(runners, args.rounds)
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, batch {args.batch}, {steps} steps, "
           f"medians of {args.rounds} rounds")

@@ -4,8 +4,10 @@ Randomness of step ``t`` comes from ``fold_in(train_key, t)``, so a resumed run 
 uninterrupted one would.
 """
 
+import dataclasses
 import functools
 import math
+from typing import Callable
 
 import flax.struct
 import jax
@@ -123,7 +125,7 @@ def all_finite(tree) -> Array:
 
 def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTransformation,
                      steps_per_epoch: int, *, skip_with: str | None = None, check_every_step: bool = False):
-    """Returns ``train_epoch(state, batches [S, B, D], train_key) -> (state, metrics)``, jitted.
+    """Returns ``train_epoch(state, batches [S, B, D], train_key) -> (state, metrics)``, a :class:`TrainEpoch`.
 
     One ``lax.scan`` over the epoch's steps. A step whose loss or gradient is not finite is not
     applied; ``metrics["first_bad_step"]`` names the first such step (-1 when all were finite).
@@ -135,7 +137,8 @@ def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTra
     with the check on every step, and only that run's result is returned. Both runs draw the same
     noise, so the result is what a checked run gives (to float rounding: the two runs are compiled
     apart), at the cost of one check per epoch; a per-step check reads the whole gradient once more.
-    ``check_every_step=True`` always runs the checked epoch.
+    ``check_every_step=True`` always runs the checked epoch. Each of the two is jitted; the checked one
+    is compiled only when first needed.
 
     ``skip_with`` chooses how the checked run leaves a bad step out, with the same result: ``"cond"``
     runs only the branch taken (cheapest on a CPU, where a select over the whole state cost 15% of a
@@ -181,7 +184,7 @@ def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTra
 
     noise = jax.vmap(functools.partial(step_noise, config, vae.config.latent_dim), (None, 0, 0))
 
-    def run(state: TrainState, batches: Array, train_key: PRNGKey, checked: bool):
+    def run(state: TrainState, batches: Array, train_key: PRNGKey, checked: bool):  # -> (state, epoch metrics)
         num_steps, batch_size, dim = batches.shape
         itemsize = batches.dtype.itemsize
         per_step = batch_size * itemsize * (config.num_samples * vae.config.latent_dim + dim * config.binarize)
@@ -193,17 +196,34 @@ def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTra
 
         batches = batches.reshape(num_steps // chunk, chunk, batch_size, dim)
         (state, first_bad), metrics = lax.scan(chunk_of_steps, (state, jnp.int32(-1)), batches)
-        return state, first_bad, metrics
+
+        metrics = dict(jax.tree_util.tree_map(jnp.mean, metrics), first_bad_step=first_bad)
+        return state, metrics
 
     @jax.jit
-    def train_epoch(state: TrainState, batches: Array, train_key: PRNGKey):
-        checked = lambda: run(state, batches, train_key, checked=True)
-        if check_every_step:
-            state, first_bad, metrics = checked()
-        else:
-            fast = run(state, batches, train_key, checked=False)
-            state, first_bad, metrics = lax.cond(all_finite((fast[0], fast[2]["loss"])), lambda: fast, checked)
-        metrics = jax.tree_util.tree_map(jnp.mean, metrics)
-        return state, dict(metrics, first_bad_step=first_bad)
+    def fast(state: TrainState, batches: Array, train_key: PRNGKey):
+        state, metrics = run(state, batches, train_key, checked=False)
+        return state, metrics, all_finite((state, metrics["loss"]))
 
-    return train_epoch
+    checked = jax.jit(functools.partial(run, checked=True))
+    return TrainEpoch(fast, checked, check_every_step)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainEpoch:
+    """``train_epoch(state, batches [S, B, D], train_key) -> (state, metrics)`` (see :func:`make_train_epoch`).
+
+    ``fast(state, batches, train_key) -> (state, metrics, finite)`` is the optimistic epoch and ``checked``
+    the epoch with a check on every step, each jitted; ``checked`` is compiled only when first needed.
+    """
+
+    fast: Callable
+    checked: Callable
+    check_every_step: bool = False
+
+    def __call__(self, state: TrainState, batches: Array, train_key: PRNGKey):
+        if not self.check_every_step:
+            new, metrics, finite = self.fast(state, batches, train_key)
+            if finite:  # waits for the epoch
+                return new, metrics
+        return self.checked(state, batches, train_key)
