@@ -166,12 +166,7 @@ def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTra
         beta = kl_weight(config, state.step, steps_per_epoch)
         (loss, metrics), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params, eps, xs, beta)
         if not checked:
-            # ``probe`` is exactly 1 when the loss and the first value of every gradient leaf are finite, and
-            # NaN otherwise (which poisons the state, so the epoch is rerun checked). Scaling by it makes every
-            # leaf's update wait for the whole backward pass, so XLA updates the weights in place instead of
-            # copying, every step, the 1 MB of them that the backward pass still reads.
-            probe = 1.0 + 0.0 * (loss + sum(g.ravel()[0] for g in jax.tree_util.tree_leaves(grads)))
-            new = apply(jax.tree_util.tree_map(lambda g: g * probe.astype(g.dtype), grads), state)
+            new = apply(grads, state)
         else:
             # Any NaN or infinity in the gradient makes its sum non-finite: one reduction, no comparisons.
             finite = jnp.isfinite(loss + sum(jnp.sum(g) for g in jax.tree_util.tree_leaves(grads)))
