@@ -191,14 +191,13 @@ def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTra
 
         batches = batches.reshape(num_steps // chunk, chunk, batch_size, dim)
         (state, first_bad), metrics = lax.scan(chunk_of_steps, (state, jnp.int32(-1)), batches)
-
         metrics = dict(jax.tree_util.tree_map(jnp.mean, metrics), first_bad_step=first_bad)
         return state, metrics
 
     @jax.jit
     def fast(state: TrainState, batches: Array, train_key: PRNGKey):
         state, metrics = run(state, batches, train_key, checked=False)
-        return state, metrics, all_finite((state, metrics["loss"]))
+        return state, metrics, all_finite((state, metrics["loss"]))  # a non-finite loss makes its mean so
 
     checked = jax.jit(functools.partial(run, checked=True))
     return TrainEpoch(fast, checked, check_every_step)
