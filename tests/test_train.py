@@ -119,7 +119,7 @@ def test_noise_is_the_documented_stream_and_does_not_depend_on_chunking(monkeypa
     split(fold_in(fold_in(train_key, t), 0), B)[b]; drawing them a chunk at a time changes nothing."""
     config, vae, optimizer, state, batches = _toy_setup(objective="elbo", num_samples=3)
     train_key = jax.random.key(7)
-    one_step, metrics = make_train_epoch(vae, config.train, optimizer, 1)(state, batches[:1], train_key)
+    _, metrics = make_train_epoch(vae, config.train, optimizer, 1)(state, batches[:1], train_key)
     keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(train_key, 0), 0), batches.shape[1])
     terms = [vj.elbo_terms(k, vae.likelihood_fn(state.params), x, *vae.encode(state.params, x), num_samples=3)
              for k, x in zip(keys, batches[0])]

@@ -191,8 +191,9 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
     batches_of = lambda epoch: parallel.shard_batch(  # [steps, B, D], B split across devices
         data_lib.epoch_batches(jax.random.fold_in(data_key, epoch), images, tc.batch_size), mesh, 1)
     compile_start = time.perf_counter()
+    upcoming = batches_of(saved_epoch + 1)  # the first epoch's batches, also the shapes to compile for
     train_epoch = make_train_epoch(vae, tc, optimizer, steps_per_epoch)
-    train_epoch.fast.lower(state, batches_of(0), train_key).compile()  # cached; a checked rerun compiles if needed
+    train_epoch.fast.lower(state, upcoming, train_key).compile()  # cached; a checked rerun compiles if needed
     log(f"compiled the training epoch in {time.perf_counter() - compile_start:.1f} s "
         f"({steps_per_epoch} steps of {tc.batch_size} examples)")
     validation_elbo = make_validation_elbo(vae)
@@ -200,7 +201,6 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
                initial=saved_epoch, total=tc.epochs)
     record = {}  # ``state`` is always the newest state whose epoch is recorded in metrics.jsonl
     try:
-        upcoming = batches_of(saved_epoch + 1)
         for epoch in bar:
             start = time.perf_counter()
             batches = upcoming
