@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import jax
-from common import experiment_parser, run_meta, write_results
+from common import experiment_parser, run_experiment, run_meta, write_results
 from vae_jax import data as data_lib
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
 from vae_jax.data import DataOptions
@@ -53,8 +53,8 @@ def ship(workdir: Path, target: Path, step: int, manual_dir: str | None):
     for path in (folder.config_path, folder.metrics_path):
         shutil.copy2(path, target / path.name)
     shutil.copytree(folder.checkpoints_dir / str(step), shipped.checkpoints_dir / str(step))
-    if manual_dir:  # relative to the shipped folder, so it holds wherever the repository is cloned
-        shipped.write_data_source(DataOptions(manual_dir=manual_dir), relative_to=target)
+    if manual_dir:  # also recorded relative to the shipped folder, so it holds wherever the repository is cloned
+        shipped.write_data_source(DataOptions(manual_dir=manual_dir))
 
 
 def device_name() -> str:
@@ -156,4 +156,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_experiment(main)

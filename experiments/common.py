@@ -1,15 +1,19 @@
 """Helpers shared by the experiment scripts: run metadata and result files."""
 
 import argparse
-import json
+import contextlib
 import platform
+import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 
 import vae_jax
+from vae_jax.cli import exit_process
 from vae_jax.cli_options import HelpFormatter
+from vae_jax.rundir import write_atomic, write_json
+from vae_jax.signals import signal_of, stop_signals_raise
 
 
 def run_meta(settings: dict, seconds: float) -> dict:
@@ -25,8 +29,8 @@ def write_results(out: str | Path, name: str, payload: dict, table: str) -> Path
     """Writes ``out/name.json`` and ``out/name.md``; returns the folder."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(payload, indent=2))
-    (out / f"{name}.md").write_text(table)
+    write_json(out / f"{name}.json", payload)  # whole or not at all; NaN written as null
+    write_atomic(out / f"{name}.md", table)
     return out
 
 
@@ -51,6 +55,21 @@ def test_file_lines(images: np.ndarray, manual_dir) -> list[int] | None:
 def data_args(parser):
     parser.add_argument("--manual-dir", help="folder with the dataset files (see README)")
     parser.add_argument("--data-dir", help="where prepared datasets are cached")
+
+
+def run_experiment(main):
+    """Runs an experiment's ``main()`` as a program: SIGTERM and SIGHUP (a closed terminal) stop it like Ctrl-C,
+    a model being trained saves its last completed epoch, and the results (written only at the end, whole) are
+    not written. Run the same command again to resume the training from its checkpoints."""
+    try:
+        with stop_signals_raise():
+            main()
+    except KeyboardInterrupt as interrupt:
+        stop = signal_of(interrupt)
+        with contextlib.suppress(OSError):
+            print(f"interrupted by {stop.name}: no results were written; the models trained so far are "
+                  "checkpointed in --workdir: run the same command again to resume", file=sys.stderr)
+        exit_process(128 + stop)
 
 
 def experiment_parser(name: str, doc: str) -> argparse.ArgumentParser:

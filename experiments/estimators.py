@@ -27,7 +27,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from common import experiment_parser, run_meta, test_file_lines, write_results
+from common import experiment_parser, run_experiment, run_meta, test_file_lines, write_results
 from vae_jax import data as data_lib
 from vae_jax.rundir import load_run
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
@@ -347,4 +347,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_experiment(main)

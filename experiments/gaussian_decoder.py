@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from common import experiment_parser, run_meta, write_results
+from common import experiment_parser, run_experiment, run_meta, write_results
 from vae_jax import data as data_lib
 from vae_jax import images
 from vae_jax.rundir import load_run
@@ -99,4 +99,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_experiment(main)

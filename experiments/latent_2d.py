@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from scipy.stats import norm
 
-from common import experiment_parser, run_meta, write_results
+from common import experiment_parser, run_experiment, run_meta, write_results
 from vae_jax import data as data_lib
 from vae_jax import images
 from vae_jax.rundir import load_run
@@ -73,4 +73,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_experiment(main)

@@ -9,10 +9,10 @@ images. Every step is a ``vae-jax`` command, printed before it runs, so it can b
 
 import argparse
 import shlex
-import sys
 import time
 from pathlib import Path
 
+from vae_jax.cli import exit_process
 from vae_jax.cli import main as vae_jax
 from vae_jax.rundir import RunFolder
 
@@ -21,7 +21,7 @@ def run(argv: list[str]):
     print(f"\n$ vae-jax {shlex.join(argv)}", flush=True)
     code = vae_jax(argv)
     if code != 0:
-        sys.exit(code)
+        exit_process(code)
 
 
 def main(argv=None):

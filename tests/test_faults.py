@@ -1,4 +1,5 @@
-"""Faults: kill -9 during training and during a checkpoint save, Ctrl-C, corrupt checkpoints, NaN."""
+"""Faults: kill -9 during training and during a checkpoint save, Ctrl-C, SIGTERM, a closed terminal (SIGHUP),
+a full disk, corrupt checkpoints, NaN."""
 
 import json
 import signal
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from vae_jax.checkpoint import Checkpointer
+from vae_jax.errors import CheckpointSaveError
 from vae_jax.rundir import load_run
 
 pytestmark = pytest.mark.slow
@@ -214,7 +216,83 @@ def test_failed_save_keeps_library_tracebacks_out_of_the_terminal(tmp_path, capf
 
     ckpt._manager.save = full_disk_save
     state = TrainState(step=jnp.int32(1), params={"w": jnp.zeros(3)}, opt_state=())
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CheckpointSaveError, match="No space left"):
         ckpt.save(state, jax.random.key(0), {}, 1, {})
     assert "library noise" not in capfd.readouterr().err
     assert "library noise" in (tmp_path / "vae-jax.log").read_text()
+
+
+def _start(cmd, sighup="SIG_DFL"):
+    """``vae-jax`` in its own session (a signal sent to it reaches nothing else), with SIGHUP's disposition set
+    first: a test run under nohup would otherwise pass SIGHUP down ignored."""
+    assert cmd[1:3] == ["-m", "vae_jax"]
+    cmd = [cmd[0], "-c", f"import signal, sys; signal.signal(signal.SIGHUP, signal.{sighup}); "
+           "sys.argv[0] = 'vae-jax'; from vae_jax.cli import run; run()", *cmd[3:]]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_closed_terminal_saves_the_last_epoch_and_nohup_keeps_training(shared_data, data_dir, tmp_path):
+    hung, nohup = tmp_path / "hung", tmp_path / "nohup"
+    # 1000 epochs of ~0.1 s and checkpoints only at the end: the run cannot finish, or save, before the signal.
+    procs = {}
+    for workdir, sighup in ((hung, "SIG_DFL"), (nohup, "SIG_IGN")):  # one after the other: one prepares the data
+        procs[workdir] = _start(_train_cmd(workdir, shared_data, data_dir, 1000, "--checkpoint-every", "5000"), sighup)
+        _wait_for_epochs(workdir, procs[workdir], 1)
+    for proc in procs.values():
+        proc.send_signal(signal.SIGHUP)
+    out, err = procs[hung].communicate(timeout=120)
+    assert procs[hung].returncode == 129, err
+    assert "Traceback" not in err and "interrupted by SIGHUP" in err
+    assert "interrupted (SIGHUP)" in (hung / "vae-jax.log").read_text()  # where a user finds it afterwards
+    epochs = _epochs_logged(hung)
+    ckpt = Checkpointer(hung / "checkpoints")
+    assert ckpt.read_meta(ckpt.steps()[-1])["epoch"] == epochs[-1]  # the last completed epoch was saved
+    ckpt.close()
+    # Started ignoring SIGHUP (nohup): it trains on, and SIGTERM still stops it with a save.
+    at_signal = len(_epochs_logged(nohup))
+    _wait_for_epochs(nohup, procs[nohup], at_signal + 3)
+    procs[nohup].send_signal(signal.SIGTERM)
+    procs[nohup].communicate(timeout=120)
+    assert procs[nohup].returncode == 143
+    # A hangup during evaluate writes no result: it is complete or absent.
+    evaluate = _start([sys.executable, "-m", "vae_jax", "evaluate", "--workdir", str(hung), "--split", "test[:2000]",
+                       "--num-samples", "100000", "--no-progress", "--manual-dir", str(shared_data), "--data-dir",
+                       str(data_dir)])
+    while "evaluating checkpoint" not in evaluate.stdout.readline():
+        assert evaluate.poll() is None
+    time.sleep(1.0)
+    evaluate.send_signal(signal.SIGHUP)
+    _, err = evaluate.communicate(timeout=120)
+    assert evaluate.returncode == 129 and "nothing was written" in err and "Traceback" not in err
+    assert not list(hung.glob("eval_*.json")) and not list(hung.glob(".eval_*"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (as root), so a checkpoint save runs out of space; grow it with ``remount(size)``."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    remount = lambda size: subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], check=True)
+    yield mount, remount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_during_a_checkpoint_is_one_line_and_resume_works(shared_data, data_dir, small_disk):
+    mount, remount = small_disk
+    workdir = mount / "run"
+    # A 784-64-4 model: a checkpoint (parameters and Adam's two moments) takes about 1.2 MB, so the
+    # first fits in 2 MiB and the second does not.
+    cmd = lambda epochs: _train_cmd(workdir, shared_data, data_dir, epochs, "--hidden", "64", "--latent-dim", "4")
+    first = subprocess.run(cmd(3), capture_output=True, text=True)
+    assert first.returncode == 2, first.stdout + first.stderr
+    assert "Traceback" not in first.stderr and len(first.stderr.strip().splitlines()) == 1
+    assert "could not write checkpoint 100" in first.stderr and "No space left on device" in first.stderr
+    assert "checkpoint 50 is intact" in first.stderr and "vae-jax.log" in first.stderr
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["50"]  # no temporary folder left
+    remount("64M")  # disk space freed
+    resumed = subprocess.run(cmd(3), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from checkpoint 50" in resumed.stdout
+    assert _epochs_logged(workdir) == [1, 2, 3]

@@ -234,3 +234,27 @@ def test_output_bias_starts_at_the_data_mean():
     gaussian = VAE(ModelConfig(data_dim=6, latent_dim=2, hidden=(4,), likelihood="gaussian"))
     bias = gaussian.with_output_bias(gaussian.init(jax.random.key(0)), mean)["decoder"]["params"]["MLP_0"]["Dense_1"]["bias"]
     np.testing.assert_allclose(bias, mean)
+
+
+def test_tensorboard_has_the_metrics_once_each_after_a_resume(shared_data, data_dir, tmp_path):
+    """Read back with TensorBoard's own reader: the scalars equal metrics.jsonl, and the epoch a crashed run
+    had logged past its last checkpoint appears once after the resume (TensorBoard purges the old one)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    options = DataOptions(data_dir=str(data_dir), manual_dir=str(shared_data))
+    workdir = tmp_path / "run"
+    config = small_config(epochs=3, checkpoint_every=2)
+    train_and_evaluate(config, workdir, options, progress=False, tensorboard_images_every=2)
+    ckpt = Checkpointer(workdir / "checkpoints")
+    ckpt._manager.delete(ckpt.steps()[-1])  # as if killed after epoch 3 was logged, before it was saved
+    ckpt.close()
+    train_and_evaluate(config, workdir, options, progress=False, tensorboard_images_every=2)
+    assert len(list((workdir / "tensorboard").iterdir())) == 2  # one event file per run
+    events = EventAccumulator(str(workdir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    for key, tag in (("train_elbo", "train/elbo"), ("valid_kl", "valid/kl"), ("seconds", "speed/seconds")):
+        logged = events.Scalars(tag)
+        assert [e.step for e in logged] == [1, 2, 3]
+        np.testing.assert_allclose([e.value for e in logged], [m[key] for m in metrics], rtol=1e-6)  # float32
+    assert [(e.step, e.width, e.height) for e in events.Images("samples")] == [(2, 233, 233), (3, 233, 233)]

@@ -1,5 +1,3 @@
-import sys
+from vae_jax.cli import run
 
-from vae_jax.cli import main
-
-sys.exit(main())
+run()

@@ -153,6 +153,7 @@ def _setup(key, log_likelihood, x, start, latent_dim, num_temperatures, leapfrog
     for name, value in (("latent_dim", latent_dim), ("num_temperatures", num_temperatures),
                         ("leapfrog_steps", leapfrog_steps), ("pilot_chains", pilot_chains)):
         validation.check_positive_int(name, value)
+    start = validation.check_start(start, latent_dim)
     path, betas = _path(log_likelihood, x, start), sigmoid_schedule(num_temperatures).astype(x.dtype)
     if step_sizes is None:
         z_pilot = _start_samples(jax.random.fold_in(key, 0), start, pilot_chains, latent_dim, x.dtype)
@@ -194,7 +195,7 @@ def ais_log_marginal(
     Returns:
       :class:`AISRecord`. jit with ``log_likelihood`` and the counts static; vmap over (key, x[, start]).
     """
-    x = jnp.asarray(x, jnp.float32)
+    x = validation.as_float_data("x", x).astype(jnp.float32)
     validation.check_positive_int("num_chains", num_chains)
     pilot_key, start_key, run_key = jax.random.split(key, 3)
     path, betas, step_sizes = _setup(pilot_key, log_likelihood, x, start, latent_dim, num_temperatures,
@@ -221,7 +222,7 @@ def reverse_ais_log_marginal(
     """Reverse AIS from exact posterior samples ``z_exact`` [C, K] (one chain each): a stochastic upper
     bound on log p(x). The path of :func:`ais_log_marginal` run from b = 1 to b = 0; the step sizes are
     tuned by a forward pilot (or given) and used at the same temperatures. Other arguments as there."""
-    x = jnp.asarray(x, jnp.float32)
+    x = validation.as_float_data("x", x).astype(jnp.float32)
     z_exact = jnp.asarray(z_exact, x.dtype)
     if z_exact.ndim != 2:
         raise ConfigError(f"z_exact must be [chains, K] exact posterior samples, got shape {z_exact.shape}.")

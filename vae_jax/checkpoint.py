@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vae_jax.errors import CheckpointSaveError
 from vae_jax.train_step import TrainState
 from vae_jax.types import PRNGKey
 
@@ -48,6 +50,15 @@ def _stderr_to(log_path: Path | None):
                         log.write(text)
 
 
+def _chain(err: BaseException):
+    """``err`` and the exceptions it was raised from or during."""
+    seen = []
+    while err is not None and err not in seen:
+        seen.append(err)
+        err = err.__cause__ or err.__context__
+    return seen
+
+
 class Checkpointer:
     """Saves and restores training checkpoints in ``directory``.
 
@@ -73,14 +84,41 @@ class Checkpointer:
             "epoch": epoch,
             "metrics": metrics,
         }
-        with _stderr_to(self.log_path):
-            self._manager.save(
-                step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-                force=True,
-            )
-            self._manager.wait_until_finished()
+        try:
+            with _stderr_to(self.log_path):
+                self._manager.save(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                    force=True,
+                )
+                self._manager.wait_until_finished()
+        except BaseException as err:  # a full disk, a signal: no half-written checkpoint is left behind
+            self._discard_unfinished(step)
+            if isinstance(err, Exception):
+                raise self._save_error(step, err) from err
+            raise
         self._prune()
         return step
+
+    def _discard_unfinished(self, step: int):
+        """Removes the temporary folders of a save that did not finish (Orbax renames a checkpoint into place
+        only when it is complete, so a finished checkpoint is never touched)."""
+        for tmp in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            self._manager.reload()
+
+    def _save_error(self, step: int, err: Exception) -> CheckpointSaveError:
+        cause = next((e for e in _chain(err) if isinstance(e, OSError)), err)
+        if self.log_path:
+            with contextlib.suppress(OSError):
+                with open(self.log_path, "a") as log:
+                    log.write("".join(traceback.format_exception(err)))
+        earlier = [s for s in self.steps() if s != step]
+        kept = f"checkpoint {earlier[-1]} is intact" if earlier else "no earlier checkpoint exists"
+        where = f" (details in {self.log_path})" if self.log_path else ""
+        return CheckpointSaveError(
+            f"could not write checkpoint {step} to {self.directory}: {type(cause).__name__}: {cause}{where}; {kept}. "
+            "Free disk space (or fix the folder's permissions) and run the same command again to resume.")
 
     def _prune(self):
         steps = self.steps()

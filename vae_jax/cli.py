@@ -6,15 +6,18 @@ Mistakes the user can fix end with a one-line message on stderr and exit code 2,
 """
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 
 from vae_jax import commands
 from vae_jax.cli_options import HelpFormatter, add_config_options, parse_int
 from vae_jax.config import ModelConfig, TrainConfig
 from vae_jax.data import DATASETS
-from vae_jax.errors import Interrupted, UserError
+from vae_jax.errors import UserError
 from vae_jax.evaluate import EvalConfig
+from vae_jax.signals import signal_of, stop_signals_raise
 
 
 def _data_args(p: argparse.ArgumentParser, recorded: bool):
@@ -34,7 +37,11 @@ def _checkpoint_arg(p: argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vae-jax", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    command = lambda name, help: sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+    parser.subcommands = {}  # name -> its parser, whose usage line an error after parsing prints
+
+    def command(name, help):
+        parser.subcommands[name] = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+        return parser.subcommands[name]
 
     t = command("train", "train a VAE (resumes if WORKDIR holds a checkpoint)")
     t.add_argument("--workdir", required=True, help="run folder: config.json, metrics.jsonl, checkpoints/")
@@ -42,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(t, TrainConfig, choices={"dataset": DATASETS})
     _data_args(t, recorded=False)
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files in WORKDIR/tensorboard")
+    t.add_argument("--tensorboard-images-every", type=lambda s: parse_int(s, True), default=10, metavar="N",
+                   help="TensorBoard: a grid of samples every N epochs (and at the last)")
     t.add_argument("--coordinator-address", help="multi-process run: HOST:PORT of process 0 "
                    "(jax.distributed.initialize); every process runs the same command")
     t.add_argument("--num-processes", type=lambda s: parse_int(s, True), default=1,
@@ -88,27 +98,48 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    command_parser = parser.subcommands[args.command]
     try:
         commands.check_options(args)
     except UserError as err:
-        parser.error(f"{args.command}: {err}")  # exit 2 before anything is read or written
+        command_parser.error(str(err))  # exit 2 with the command's usage, before anything is read or written
     try:
-        result = getattr(commands, args.command)(args)
+        with stop_signals_raise():
+            commands.start_backend(args)
+            result = getattr(commands, args.command)(args)
     except (UserError, OSError) as err:
         # OSError: missing paths, no write permission, a file where a folder should be, a full disk.
         hint = " (check the path, and that you may write there and the disk has room)" if isinstance(err, OSError) else ""
         print(f"vae-jax {args.command}: error: {err}{hint}", file=sys.stderr)
         return 2
-    except Interrupted as interrupt:
-        print(f"vae-jax {args.command}: stopped by a signal", file=sys.stderr)
-        return interrupt.exit_code
-    except KeyboardInterrupt:
-        print(f"vae-jax {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or Interrupted by SIGTERM / SIGHUP
+        stop = signal_of(interrupt)
+        done = "" if args.command == "train" else "; nothing was written"
+        with contextlib.suppress(OSError):  # after a hangup there may be no terminal to tell
+            print(f"vae-jax {args.command}: interrupted by {stop.name}{done}", file=sys.stderr)
+        return 128 + stop
     if result is not None:
         print(json.dumps(result, indent=2) if isinstance(result, dict) else result)
     return 0
 
 
+def exit_process(code: int):
+    """Ends the program with ``code``. After a stop signal (codes above 128) it skips the interpreter's
+    teardown: the signal may have cut JAX short in the middle of compiling or running, and tearing down
+    XLA's threads under that work can crash the process (a segfault instead of the promised exit code).
+    Everything vae-jax writes is complete by then (results whole, checkpoints saved, logs closed)."""
+    if code > 128:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def run():
+    """The ``vae-jax`` program (the console script and ``python -m vae_jax``)."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

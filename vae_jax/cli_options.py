@@ -7,7 +7,7 @@ import math
 import types
 import typing
 
-from vae_jax.config import ModelConfig
+from vae_jax.config import MAX_COUNT, ModelConfig
 
 
 def parse_int(text: str, positive: bool) -> int:
@@ -17,6 +17,8 @@ def parse_int(text: str, positive: bool) -> int:
         value = None
     if value is None or (positive and value <= 0):
         raise argparse.ArgumentTypeError(f"expected a {'positive ' if positive else ''}integer, got {text!r}")
+    if positive and value > MAX_COUNT:  # counts index int32 arrays
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_COUNT:,} (counts are 32-bit integers), got {text!r}")
     return value
 
 

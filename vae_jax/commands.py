@@ -1,6 +1,6 @@
 """What each ``vae-jax`` command does, given its parsed arguments."""
 
-import json
+import os
 from pathlib import Path
 
 import jax
@@ -12,11 +12,11 @@ from vae_jax import images, parallel
 from vae_jax.cli_options import config_from_args
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
 from vae_jax.data import DataOptions
-from vae_jax.errors import ConfigError
+from vae_jax.errors import BackendError, ConfigError
 from vae_jax.evaluate import EvalConfig, evaluation_key
 from vae_jax.evaluate import bdmc as run_bdmc
 from vae_jax.evaluate import evaluate as run_estimators
-from vae_jax.rundir import RunFolder, load_run, write_atomic
+from vae_jax.rundir import RunFolder, load_run, write_json
 from vae_jax.streams import BINARIZE_STREAM
 from vae_jax.train_loop import train_and_evaluate
 
@@ -41,14 +41,30 @@ def check_options(args):
         args.eval_config = config_from_args(EvalConfig, args)
 
 
+def start_backend(args):
+    """Joins a multi-process run (which must happen before JAX starts its backend), then starts the backend,
+    so that a platform JAX cannot start (``JAX_PLATFORMS=gpu`` on a machine without one) is one clear error."""
+    if getattr(args, "coordinator_address", None):
+        parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    try:
+        jax.devices()
+    except RuntimeError as err:
+        asked = os.environ.get("JAX_PLATFORMS") or os.environ.get("JAX_PLATFORM_NAME")
+        setting = f"JAX_PLATFORMS={asked!r}" if asked else "this machine's JAX installation"
+        raise BackendError(f"JAX could not start the platform that {setting} asks for ({str(err).split(' (set')[0]}). "
+                           "Unset JAX_PLATFORMS to use what this machine has, or install the JAX build for "
+                           "that platform (e.g. pip install 'jax[cuda13]').") from None
+
+
 def train(args):
     config = args.config
-    if args.coordinator_address:
-        parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    record = train_and_evaluate(config, args.workdir, _data_options(args), progress=not args.no_progress)
+    record = train_and_evaluate(config, args.workdir, _data_options(args), progress=not args.no_progress,
+                                tensorboard_images_every=None if args.no_tensorboard else args.tensorboard_images_every)
     folder = RunFolder(args.workdir)
+    elbo = record.get("valid_elbo")  # None when undefined (metrics.jsonl writes NaN as null)
+    elbo = f"{elbo:.2f}" if isinstance(elbo, (int, float)) else "undefined"
     return (f"trained to epoch {record.get('epoch', '?')} (step {record.get('step', '?')}): valid ELBO "
-            f"{record.get('valid_elbo', float('nan')):.2f} nats; metrics in {folder.metrics_path}, "
+            f"{elbo} nats; metrics in {folder.metrics_path}, "
             f"checkpoints in {folder.checkpoints_dir}")
 
 
@@ -62,10 +78,14 @@ def _output_path(args, default: Path | None = None) -> Path:
         path = default
     if path.is_dir():
         raise ConfigError(f"--output {path} is a folder; give a file name.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    probe = path.with_name(f".{path.name}.probe")
-    probe.write_bytes(b"")  # raises OSError (exit 2, with a hint) when the folder is not writable
-    probe.unlink()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".{path.name}.probe")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"cannot write {path} ({err.strerror or err}); pass --output with a file in a folder "
+                          "you may write to.") from None
     return path
 
 
@@ -79,6 +99,7 @@ def evaluate(args):
     eval_config, folder = args.eval_config, RunFolder(args.workdir)
     folder.require_config()
     out = _output_path(args, folder.result_path(eval_config.split))
+    print(f"loading the {args.checkpoint} checkpoint of {folder.path} and {eval_config.split}...", flush=True)
     config, vae, params, step = load_run(args.workdir, args.checkpoint)
     dataset = _load_images(folder, config, eval_config.split, args)
     data_lib.check_data_fits_model(dataset, config)
@@ -91,15 +112,17 @@ def evaluate(args):
         heavy = summary.get("khat_above_0.7")
         warning = f"; k-hat > 0.7 for {100 * heavy:.1f}% of examples: their MC error and ESS are unreliable" \
             if heavy else ""
-        print(f"  {name:<11} {summary['mean']:10.3f} +- {summary['stderr']:.3f} nats "
-              f"(n={len(xs)}, samples={summary['num_samples']}{warning})", flush=True)
+        counts = f"chains={summary['num_chains']}, temperatures={summary['num_temperatures']}" if name == "ais" \
+            else f"samples={summary['num_samples']}"
+        stderr = "undefined" if len(xs) < 2 else f"{summary['stderr']:.3f}"  # one example has no spread
+        print(f"  {name:<11} {summary['mean']:10.3f} +- {stderr} nats (n={len(xs)}, {counts}{warning})", flush=True)
 
-    print(f"evaluating checkpoint {step} on {config.train.dataset} {eval_config.split} ({len(xs)} examples):",
-          flush=True)
+    print(f"evaluating checkpoint {step} on {config.train.dataset} {eval_config.split} ({len(xs)} examples); "
+          "compiling the estimators first...", flush=True)
     result = run_estimators(vae, params, xs, evaluation_key(eval_config.seed), eval_config, report=report,
                             progress=not args.no_progress)
     result = {"split": eval_config.split, "checkpoint_step": int(step), **result}
-    write_atomic(out, json.dumps(result, indent=2))
+    write_json(out, result)
     return f"wrote {out}"
 
 
@@ -113,7 +136,7 @@ def bdmc(args):
           f"{c.ais_temperatures} temperatures, {c.leapfrog_steps} leapfrog steps, from the {c.ais_start}", flush=True)
     result = run_bdmc(vae, params, evaluation_key(c.seed), args.num_examples, c, progress=not args.no_progress)
     result = {"checkpoint_step": int(step), **result}
-    write_atomic(out, json.dumps(result, indent=2))
+    write_json(out, result)
     return (f"forward AIS {result['forward']['mean']:.3f}, reverse AIS {result['reverse']['mean']:.3f} nats: "
             f"BDMC gap {result['gap']['mean']:.3f} on average (largest {result['gap']['max']:.3f}); wrote {out}")
 

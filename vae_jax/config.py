@@ -9,6 +9,7 @@ and ``cli=False`` for fields that are not command-line options.
 import dataclasses
 import json
 import math
+import types
 import typing
 from typing import Any
 
@@ -20,6 +21,7 @@ OBJECTIVES = ("elbo", "iwae")
 SCHEDULES = ("constant", "cosine", "exponential", "burda")
 OUTPUT_BIAS_INITS = ("zero", "data_mean")
 SEED_RANGE = (-(2**63), 2**63)  # what jax.random.key accepts
+MAX_COUNT = 2**31 - 1  # counts and sizes index int32 arrays (sample m is fold_in(key, m), steps, examples)
 
 
 def option(default, help: str, **metadata):
@@ -32,7 +34,7 @@ def _is_number(value) -> bool:
 
 
 def _type_ok(value, hint) -> bool:
-    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return any(_type_ok(value, h) for h in typing.get_args(hint))
     if hint is type(None):
         return value is None
@@ -43,6 +45,13 @@ def _type_ok(value, hint) -> bool:
     if typing.get_origin(hint) is tuple:
         return isinstance(value, tuple) and all(_type_ok(v, typing.get_args(hint)[0]) for v in value)
     return isinstance(value, hint)
+
+
+def _is_count(hint) -> bool:
+    """int or tuple[int, ...], optionally | None."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    options = [h for h in typing.get_args(hint) if h is not type(None)] if union else [hint]
+    return all(h is int or (typing.get_origin(h) is tuple and typing.get_args(h)[0] is int) for h in options)
 
 
 def _describe(hint) -> str:
@@ -68,6 +77,10 @@ def validate_fields(obj):
                 raise ConfigError(f"{field.name} sizes must be positive integers, got {value!r}.")
             kind = "integer" if hints[field.name] is int else "number"
             raise ConfigError(f"{field.name} must be a positive {kind}, got {value!r}.")
+        if meta.get("positive") and _is_count(hints[field.name]) and \
+                any(v > MAX_COUNT for v in (value if isinstance(value, tuple) else (value,))):
+            raise ConfigError(f"{field.name} must be at most {MAX_COUNT:,} (counts and indices are 32-bit "
+                              f"integers), got {value!r}.")
         if "range" in meta and not meta["range"][0] <= value < meta["range"][1]:
             raise ConfigError(f"{field.name} must be in [{meta['range'][0]}, {meta['range'][1]}), got {value!r}.")
         if "choices" in meta:
@@ -84,7 +97,8 @@ class ModelConfig:
 
     ``data_dim`` is D, the length of a flattened example; ``latent_dim`` is K. The decoder's hidden widths
     mirror the encoder's in reverse. A learned per-pixel sigma is floored at ``min_sigma``: pixels that are
-    constant in the data (MNIST's borders) otherwise drive it to 0 and the density to +infinity.
+    constant in the data (MNIST's borders) otherwise drive it to 0 and the density to +infinity. A fixed
+    ``sigma`` may be any positive number.
     """
 
     data_dim: int = option(784, "length D of a flattened example", positive=True, cli=False)
@@ -107,8 +121,9 @@ class ModelConfig:
         if self.hidden == ():
             raise ConfigError("hidden must list at least one width, such as 200,200.")
         validate_fields(self)
-        if not self.min_sigma <= self.sigma:
-            raise ConfigError(f"min_sigma must be at most sigma, got {self.min_sigma!r} > {self.sigma!r}.")
+        if self.learn_sigma and not self.min_sigma <= self.sigma:  # the floor concerns a learned sigma only
+            raise ConfigError(f"a learned sigma starts at sigma = {self.sigma!r}, below its floor min_sigma = "
+                              f"{self.min_sigma!r}; start it at or above the floor.")
         if not self.min_log_var < self.max_log_var:
             raise ConfigError("min_log_var must be smaller than max_log_var.")
 

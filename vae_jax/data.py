@@ -21,9 +21,10 @@ import jax
 import numpy as np
 
 from vae_jax.config import ExperimentConfig
-from vae_jax.errors import ConfigError, DataError, DataFileError
+from vae_jax.errors import ConfigError, DataFileError
 from vae_jax.tfds_builders import BUILDERS, SPECS, find_local_file
 from vae_jax.types import Array, PRNGKey
+from vae_jax.validation import check_data
 
 DATASETS = tuple(SPECS)
 DEFAULT_SPLITS = {  # (train, validation) splits used by training
@@ -206,16 +207,10 @@ def epoch_batches(key: PRNGKey, images: Array, batch_size: int) -> Array:
 
 
 def check_data_fits_model(dataset: ArrayDataset, config: ExperimentConfig):
-    """Raises :class:`DataError` when ``dataset`` cannot be modelled as configured (dimension, NaN, 0/1 data)."""
-    images, data_dim, likelihood = dataset.images, config.model.data_dim, config.model.likelihood
-    if images.shape[1] != data_dim:
-        raise DataError(f"{dataset.name} examples have {images.shape[1]} values but the model expects "
-                        f"data_dim={data_dim}.")
-    if not np.all(np.isfinite(images)):
-        raise DataError(f"{dataset.name} {dataset.split} contains NaN or Inf values; clean the data first.")
-    if likelihood == "bernoulli" and not config.train.binarize and not dataset.is_binary:
-        raise DataError(f"{dataset.name} holds grey levels but the Bernoulli likelihood needs 0/1 data: "
-                        "pass --binarize (dynamic binarization) or use --likelihood gaussian.")
+    """Raises :class:`DataError` when ``dataset`` cannot be modelled as configured (dimension, NaN, 0/1 data);
+    see :func:`vae_jax.validation.check_data`."""
+    check_data(dataset.images, config.model.data_dim, config.model.likelihood,
+               name=f"{dataset.name} {dataset.split}", binarize=config.train.binarize)
 
 
 def binarize(key: PRNGKey, images: Array) -> Array:

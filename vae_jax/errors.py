@@ -14,6 +14,14 @@ class ConfigError(UserError, ValueError):
     """An option, configuration field or argument has an invalid value."""
 
 
+class BackendError(UserError):
+    """JAX cannot start the platform (CPU, GPU, TPU) the environment asks for."""
+
+
+class ResourceError(UserError, ValueError):
+    """A count or size that would need more memory than the machine has, found before any work."""
+
+
 class DataError(UserError, ValueError):
     """Data that does not suit the model: wrong dimension, NaN, grey levels for a Bernoulli decoder."""
 
@@ -38,12 +46,17 @@ class CheckpointError(RunFolderError):
     """No usable checkpoint."""
 
 
+class CheckpointSaveError(RunFolderError):
+    """A checkpoint could not be written (a full disk, no permission); the earlier ones are intact."""
+
+
 class NonFiniteError(UserError):
     """Training produced a non-finite loss or gradient."""
 
 
 class Interrupted(KeyboardInterrupt):
-    """Training was stopped by a signal (SIGINT or SIGTERM) after saving its last completed epoch."""
+    """A command was stopped by a signal (SIGTERM or SIGHUP, see :mod:`vae_jax.signals`); training saves its
+    last completed epoch first."""
 
     def __init__(self, signum: int):
         super().__init__(signum)

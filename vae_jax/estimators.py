@@ -11,6 +11,14 @@ estimate is the same for every ``chunk_size``, up to float rounding.
 
 To jit, mark ``log_likelihood``, ``num_samples``, ``chunk_size`` (and ``latent_dim``) static; to batch,
 ``jax.vmap`` over (key, x, mean, log_var) with one key per example.
+
+What is checked, and what is the caller's job: every call checks, at trace time and for free, that x is
+ONE float example [D] (integer images are refused: convert them explicitly), that mean and log_var match,
+and that the counts are Python ints within the 32-bit sample indices (a traced count is refused with a
+note to mark it static). The *values* of x are not checked: given data outside the likelihood's support
+(grey levels or 0..255 to a Bernoulli model), ``log_likelihood`` returns numbers that are not
+log-probabilities, and so do the estimators. Check a data set once with ``VAE.check_data(xs)``
+(:func:`vae_jax.validation.check_data`) before estimating.
 """
 
 import math
@@ -24,6 +32,7 @@ from vae_jax import validation
 from vae_jax.diagnostics import pareto_khat, pareto_tail_size
 from vae_jax.distributions import LOG_2PI, standard_normal_log_prob
 from vae_jax.objectives import sample_log_likelihoods
+from vae_jax.progress import report_chunk
 from vae_jax.sampling import standard_normal_stream
 from vae_jax.types import Array, ArrayLike, LogLikelihoodFn, PRNGKey
 
@@ -85,7 +94,8 @@ def _merge(a: _Sums, b: _Sums) -> _Sums:
 
 
 def stream_log_mean_exp(
-    log_weights: Callable[[Array], Array], num_samples: int, chunk_size: int | None
+    log_weights: Callable[[Array], Array], num_samples: int, chunk_size: int | None, *,
+    on_chunk: Callable[[], None] | None = None,
 ) -> LogMeanExpStats:
     """Runs ``log_weights`` over sample indices 0..M-1 in chunks and reduces them stably.
 
@@ -99,18 +109,22 @@ def stream_log_mean_exp(
         per example, are reduced independently).
       num_samples: M.
       chunk_size: C, samples evaluated at once; None evaluates all M at once.
+      on_chunk: called on the host as each chunk is evaluated (``jax.debug.callback``), for a progress bar;
+        once per chunk however the computation is vmapped.
 
     Returns:
       the estimate of log p(x) with its standard error and effective sample size, each [...].
     """
     num_samples = validation.check_positive_int("num_samples", num_samples)
     chunk = min(validation.check_chunk_size(chunk_size) or num_samples, num_samples)
+    validation.check_num_chunks(num_samples, chunk)
     num_chunks = -(-num_samples // chunk)
     tail = pareto_tail_size(num_samples) + 1 if num_samples >= 25 else 0  # the M largest and the threshold
 
     def chunk_sums(start, top):
         indices = start + jnp.arange(chunk, dtype=jnp.int32)
         log_w = log_weights(indices)
+        report_chunk(on_chunk, start)
         valid = (indices < num_samples).reshape((chunk,) + (1,) * (log_w.ndim - 1))
         log_w = jnp.where(valid, log_w, -jnp.inf)  # pad the last chunk
         if tail:  # running top-(M+1), examples first: [..., M + 1]
@@ -154,6 +168,8 @@ def importance_log_marginal_stats(
     log_var: ArrayLike,
     num_samples: int,
     chunk_size: int | None = None,
+    *,
+    on_chunk: Callable[[], None] | None = None,
 ) -> LogMeanExpStats:
     """Importance sampling with q(z|x) as proposal, with diagnostics.
 
@@ -166,11 +182,12 @@ def importance_log_marginal_stats(
     Args:
       key: PRNG key for this example.
       log_likelihood: (x [D], z [K]) -> log p(x|z).
-      x: [D] example.
+      x: [D] float example; its values must suit ``log_likelihood`` (the caller's job, see above).
       mean: [K] mean of q(z|x).
       log_var: [K] log variance of q(z|x).
       num_samples: K, importance samples.
       chunk_size: samples evaluated at once (bounds memory); None for all at once.
+      on_chunk: called on the host after each chunk (see :func:`stream_log_mean_exp`).
 
     Returns:
       :class:`LogMeanExpStats` (estimate, standard error, effective sample size).
@@ -181,7 +198,7 @@ def importance_log_marginal_stats(
         eps, z, log_lik = sample_log_likelihoods(key, log_likelihood, x, mean, log_var, indices)
         return importance_log_weights(eps, z, log_lik, log_var)
 
-    return stream_log_mean_exp(log_weights, num_samples, chunk_size)
+    return stream_log_mean_exp(log_weights, num_samples, chunk_size, on_chunk=on_chunk)
 
 
 def importance_log_weights(eps: Array, z: Array, log_lik: Array, log_var: Array) -> Array:
@@ -230,7 +247,7 @@ def naive_log_marginal_stats(
     Args:
       key: PRNG key for this example.
       log_likelihood: (x [D], z [K]) -> log p(x|z).
-      x: [D] example.
+      x: [D] float example; its values must suit ``log_likelihood`` (the caller's job, see above).
       latent_dim: K.
       num_samples: M, prior samples.
       chunk_size: samples evaluated at once (bounds memory); None for all at once.

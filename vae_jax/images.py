@@ -6,6 +6,8 @@ import numpy as np
 
 from vae_jax.errors import ConfigError
 
+MNIST_SHAPE = (28, 28)  # the shape of every example the models see today (data_dim 784)
+
 
 def tile(images: np.ndarray, num_cols: int, pad: int = 1) -> np.ndarray:
     """[N, H, W] images in [0, 1] -> one [rows * (H + pad) + pad, cols * (W + pad) + pad] grid.
@@ -40,7 +42,7 @@ def check_png_path(path: str | Path) -> Path:
     return path
 
 
-def save_grid(images: np.ndarray, path: str | Path, num_cols: int = 8, image_shape=(28, 28), scale: int = 3):
+def save_grid(images: np.ndarray, path: str | Path, num_cols: int = 8, image_shape=MNIST_SHAPE, scale: int = 3):
     """Writes [N, D] images (D = H * W, values in [0, 1], NaN for blank) as a grey PNG grid,
     ``scale`` pixels per pixel."""
     import matplotlib

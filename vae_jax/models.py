@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae_jax import validation
 from vae_jax.config import ModelConfig
 from vae_jax.distributions import LIKELIHOODS, Likelihood
 from vae_jax.types import Array, ArrayLike, Params, PRNGKey
@@ -115,11 +116,21 @@ class VAE:
         return {**params, "decoder": decoder}
 
     def _check(self, name: str, value: ArrayLike, size: int, what: str) -> Array:
-        value = jnp.asarray(value)
+        value = validation.as_float_data(name, value) if name == "x" else jnp.asarray(value)
         if value.ndim != 1 or value.shape[0] != size:
             raise ConfigError(f"{name} must have shape [{size}] ({what} of this model), got {tuple(value.shape)}; "
                              "functions of the model take one example: batch them with jax.vmap.")
         return value
+
+    def check_data(self, xs: ArrayLike, *, binarize: bool = False):
+        """Raises :class:`vae_jax.errors.DataError` unless ``xs`` [N, D] suits this model: float (or bool)
+        values, finite, and 0/1 for a Bernoulli likelihood (grey levels in [0, 1] with ``binarize``).
+
+        The model's functions and the estimators check shapes and dtypes on every call, for free under jit,
+        but not values: a Bernoulli model given grey levels returns numbers that are not log-probabilities.
+        This one pass over the data is that check; call it once per data set.
+        """
+        validation.check_data(xs, self.config.data_dim, self.config.likelihood, name="xs", binarize=binarize)
 
     def encode(self, params: Params, x: ArrayLike) -> tuple[Array, Array]:
         """x [D] -> (mean [K], log_var [K]) of q(z|x) = N(mean, diag exp(log_var))."""
@@ -152,7 +163,9 @@ class VAE:
         Each z_c is decoded once, not once per example (see
         :func:`vae_jax.distributions.bernoulli_log_prob_matrix` and ``gaussian_log_prob_matrix``).
         """
-        xs = jnp.asarray(xs, jnp.float32)
+        xs = validation.as_float_data("xs", xs)
+        if xs.ndim != 2 or xs.shape[1] != self.config.data_dim:
+            raise ConfigError(f"xs must have shape [N, {self.config.data_dim}], got {tuple(xs.shape)}.")
         out, log_sigma = jax.vmap(lambda z_c: self.decoder.apply(params["decoder"], z_c))(jnp.asarray(z))
         return self.likelihood.log_prob_matrix(xs, out, log_sigma[0])
 

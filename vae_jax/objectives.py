@@ -3,11 +3,14 @@
 Batch with ``jax.vmap`` (one key per example) and reduce over the batch explicitly.
 """
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from vae_jax import validation
+from vae_jax.progress import report_chunk
 from vae_jax.sampling import standard_normal_stream
 from vae_jax.types import Array, ArrayLike, LogLikelihoodFn, PRNGKey
 
@@ -67,6 +70,8 @@ def elbo_terms(
     log_var: ArrayLike,
     num_samples: int = 1,
     chunk_size: int | None = None,
+    *,
+    on_chunk: Callable[[], None] | None = None,
 ) -> tuple[Array, Array]:
     """The two terms of the ELBO: (E_q[log p(x|z)] estimated with S samples, KL(q || p) exact).
 
@@ -82,6 +87,7 @@ def elbo_terms(
       log_var: [K] log variance of q(z|x).
       num_samples: S, samples of z for the reconstruction term.
       chunk_size: samples evaluated at once (memory is O(chunk_size * D)); None for all S at once.
+      on_chunk: called on the host after each chunk, for a progress bar (``jax.debug.callback``).
 
     Returns:
       (reconstruction, kl), two scalars in nats; ELBO = reconstruction - kl.
@@ -89,10 +95,12 @@ def elbo_terms(
     x, mean, log_var = validation.check_example(x, mean, log_var)
     validation.check_positive_int("num_samples", num_samples)
     chunk = min(validation.check_chunk_size(chunk_size) or num_samples, num_samples)
+    validation.check_num_chunks(num_samples, chunk)
 
     def chunk_sum(start):  # sum of log p(x|z_s) over the chunk's samples s < S
         indices = start + jnp.arange(chunk)
         values = sample_log_likelihoods(key, log_likelihood, x, mean, log_var, indices)[2]
+        report_chunk(on_chunk, start)
         return jnp.sum(jnp.where(indices < num_samples, values, 0.0))
 
     starts = jnp.arange(-(-num_samples // chunk)) * chunk

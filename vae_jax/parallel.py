@@ -46,6 +46,14 @@ def shard_batch(array, mesh: Mesh | None, batch_axis: int = 0):
     return _put(array, NamedSharding(mesh, PartitionSpec(*spec)))
 
 
+def batch_spec(shape: tuple[int, ...], dtype, mesh: Mesh | None) -> jax.ShapeDtypeStruct:
+    """The abstract value of a batch [B, ...] as :func:`shard_batch` places it, for ahead-of-time compiling."""
+    if mesh is None:
+        return jax.ShapeDtypeStruct(shape, dtype)
+    spec = PartitionSpec(DATA_AXIS, *([None] * (len(shape) - 1)))
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, spec))
+
+
 def replicate(tree, mesh: Mesh | None):
     """Places a copy of every leaf of ``tree`` on each device of the mesh (identity without a mesh)."""
     if mesh is None:

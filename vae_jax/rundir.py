@@ -4,6 +4,7 @@
       config.json             the run's ExperimentConfig (each checkpoint keeps its own copy too)
       data_source.json        where the data came from (data dir, manual dir), so later commands need not repeat it
       metrics.jsonl           one JSON object per completed epoch, one line each
+      tensorboard/            the same curves and sample grids as TensorBoard event files
       checkpoints/<step>/     Orbax checkpoints: the latest few and the best by validation ELBO
       corrupt_checkpoints/    checkpoints that failed their integrity check, set aside for inspection
       eval_<split>.json       results of ``vae-jax evaluate``, one file per split expression
@@ -18,6 +19,7 @@ import contextlib
 import datetime
 import fcntl
 import json
+import math
 import os
 import socket
 import sys
@@ -36,13 +38,47 @@ from vae_jax.types import Params
 
 
 def write_atomic(path: Path, text: str):
-    """Replaces ``path`` with ``text`` so that a reader sees the old file or the new one, never a part."""
+    """Replaces ``path`` with ``text`` so that a reader sees the old file or the new one, never a part.
+
+    A write that fails (a full disk) leaves the old file as it was and no temporary file; the error names
+    ``path``.
+    """
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(err, OSError) and str(path) not in str(err):
+            raise type(err)(err.errno, f"could not write {path}: {err.strerror or err}") from err
+        raise
+
+
+def _finite_or_none(value):
+    """Non-finite floats (an undefined standard error, an infinite k-hat) become None, as JavaScript's
+    ``JSON.stringify`` does: bare NaN and Infinity are not JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def to_json(value, **kwargs) -> str:
+    """Strict JSON (RFC 8259) of ``value``: every NaN or infinity is written as ``null``."""
+    return json.dumps(_finite_or_none(value), allow_nan=False, **kwargs)
+
+
+def write_json(path: Path, value):
+    """``value`` as strict, indented JSON (:func:`to_json`), written atomically (:func:`write_atomic`)."""
+    write_atomic(path, to_json(value, indent=2) + "\n")
 
 
 def split_file_name(split: str) -> str:
@@ -66,9 +102,17 @@ class RunFolder:
         self.checkpoints_dir = self.path / "checkpoints"
         self.corrupt_dir = self.path / "corrupt_checkpoints"
         self.log_path = self.path / "vae-jax.log"
+        self.tensorboard_dir = self.path / "tensorboard"
         self.lock_path = self.path / ".lock"
 
+    def check_not_a_file(self):
+        """Raises :class:`RunFolderError` when the path is an existing file, not a folder."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"{self.path} is a file, not a run folder; give --workdir a folder (new or a "
+                                 "previous run's).")
+
     def create(self):
+        self.check_not_a_file()
         self.path.mkdir(parents=True, exist_ok=True)
 
     def checkpointer(self, keep: int = 3) -> Checkpointer:
@@ -91,6 +135,7 @@ class RunFolder:
             ) from None
 
     def require_config(self) -> ExperimentConfig:
+        self.check_not_a_file()
         config = self.read_config()
         if config is None:
             raise RunFolderError(f"{self.path} is not a vae-jax run folder (no config.json); train one with "
@@ -100,22 +145,39 @@ class RunFolder:
     def write_config(self, config: ExperimentConfig):
         write_atomic(self.config_path, config.to_json() + "\n")
 
-    def read_data_source(self) -> DataOptions | None:
-        """The recorded data and manual folders; relative paths are relative to the run folder."""
+    def read_data_source(self, log: Callable[[str], None] | None = print) -> DataOptions | None:
+        """The recorded data and manual folders, or None when nothing is recorded (older runs).
+
+        Each folder is recorded twice, absolute and relative to the run folder; the first of the two that
+        exists is used, so a run folder finds its data after either the run folder or the whole tree
+        (a repository with a shipped run) has moved. A damaged file is reported with ``log`` and ignored.
+        """
+        if not self.data_source_path.exists():
+            return None
         try:
             recorded = json.loads(self.data_source_path.read_text())
-            resolve = lambda p: None if p is None else str(self.path / p)  # an absolute p stays itself
-            return DataOptions(data_dir=resolve(recorded.get("data_dir")), manual_dir=resolve(recorded.get("manual_dir")))
-        except (OSError, ValueError, AttributeError, TypeError):  # absent (older runs) or unreadable: defaults
+            relative = recorded.get("relative_to_run_folder") or {}
+            folder = lambda name: self._existing_folder(recorded.get(name), relative.get(name))
+            return DataOptions(data_dir=folder("data_dir"), manual_dir=folder("manual_dir"))
+        except (OSError, ValueError, AttributeError, TypeError) as err:
+            if log is not None:
+                log(f"warning: {self.data_source_path} cannot be read ({type(err).__name__}: {err}); ignoring it. "
+                    "Pass --manual-dir / --data-dir, or delete the file (train writes it again).")
             return None
 
-    def write_data_source(self, options: DataOptions, relative_to: Path | None = None):
-        """Records ``options``' folders, absolute, or relative to ``relative_to`` (a run folder that travels
-        with its repository)."""
+    def _existing_folder(self, *paths: str | None) -> str | None:
+        """The first of ``paths`` (relative ones resolved against the run folder) that exists, else the first."""
+        candidates = [str(self.path / p) for p in paths if p is not None]  # an absolute p stays itself
+        return next((p for p in candidates if Path(p).is_dir()), candidates[0] if candidates else None)
+
+    def write_data_source(self, options: DataOptions):
+        """Records ``options``' folders, absolute and relative to the run folder (see :meth:`read_data_source`)."""
         options = options.absolute()
-        to_text = lambda p: None if p is None else (os.path.relpath(p, relative_to) if relative_to else p)
-        write_atomic(self.data_source_path, json.dumps({"data_dir": to_text(options.data_dir),
-                                                        "manual_dir": to_text(options.manual_dir)}) + "\n")
+        relative = lambda p: None if p is None else os.path.relpath(p, self.path.absolute())
+        write_json(self.data_source_path, {
+            "data_dir": options.data_dir, "manual_dir": options.manual_dir,
+            "relative_to_run_folder": {"data_dir": relative(options.data_dir),
+                                       "manual_dir": relative(options.manual_dir)}})
 
     def data_options(self, given: DataOptions) -> DataOptions:
         """``given`` options where set, the recorded data source elsewhere."""
@@ -147,11 +209,11 @@ class RunFolder:
             self._write_metrics(kept)
 
     def _write_metrics(self, records: list[dict]):
-        write_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records))
+        write_atomic(self.metrics_path, "".join(to_json(r) + "\n" for r in records))
 
     def append_metrics(self, record: dict):
         """Appends one whole line; if the write fails (a full disk), the file is cut back to its old end."""
-        line = (json.dumps(record) + "\n").encode()
+        line = (to_json(record) + "\n").encode()
         fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             end = os.lseek(fd, 0, os.SEEK_END)
@@ -164,6 +226,13 @@ class RunFolder:
                 raise
         finally:
             os.close(fd)
+
+    def append_log(self, message: str):
+        """Appends a dated line to ``vae-jax.log`` (best effort: a read-only folder drops it)."""
+        stamp = datetime.datetime.now().isoformat(timespec="seconds")
+        with contextlib.suppress(OSError):
+            with open(self.log_path, "a") as log:
+                log.write(f"{stamp} {message}\n")
 
     # --- results -------------------------------------------------------------------------------------
     def result_path(self, split: str) -> Path:

@@ -23,7 +23,7 @@ LogLikelihoodMatrixFn = Callable[[Array, Array], Array]  # (xs [N, D], z [C, K])
 
 
 def _check_batch(xs: ArrayLike) -> Array:
-    xs = jnp.asarray(xs)
+    xs = validation.as_float_data("xs", xs)
     if xs.ndim != 2:
         raise ConfigError(f"xs must be a batch of examples of shape [N, D], got shape {tuple(xs.shape)}.")
     return xs
@@ -36,6 +36,8 @@ def naive_log_marginal_shared(
     latent_dim: int,
     num_samples: int,
     chunk_size: int | None = 1000,
+    *,
+    on_chunk: Callable[[], None] | None = None,
 ) -> LogMeanExpStats:
     """log (1/M) sum_m p(x_n | z_m), z_m ~ N(0, I), for every example with the same M prior samples.
 
@@ -49,6 +51,7 @@ def naive_log_marginal_shared(
       latent_dim: K.
       num_samples: M.
       chunk_size: prior samples decoded at once; memory is O(N * chunk_size).
+      on_chunk: called on the host after each chunk, for a progress bar.
 
     Returns:
       :class:`LogMeanExpStats` whose fields are [N].
@@ -60,7 +63,7 @@ def naive_log_marginal_shared(
         z = standard_normal_stream(key, indices, latent_dim, xs.dtype)
         return log_likelihood_matrix(xs, z).T  # [C, N]
 
-    return stream_log_mean_exp(log_weights, num_samples, chunk_size)
+    return stream_log_mean_exp(log_weights, num_samples, chunk_size, on_chunk=on_chunk)
 
 
 def grid_log_marginal_2d(

@@ -10,6 +10,7 @@ DATA_STREAM = 1  # epoch e is shuffled with fold_in(data key, e)
 TRAIN_STREAM = 2  # step t draws its samples from fold_in(train key, t)
 EVAL_STREAM = 3  # validation ELBO during training; the evaluation key of ``vae-jax evaluate``
 BINARIZE_STREAM = 4  # the fixed binarization of grey-level validation data
+SAMPLES_STREAM = 5  # the fixed latent samples of the TensorBoard sample grids
 
 # Estimators draw from fold_in(evaluation key, stream) with the stream of their spec
 # (vae_jax.evaluate.SPECS); example i of an estimator uses fold_in(estimator key, i).

@@ -2,7 +2,6 @@
 
 import contextlib
 import functools
-import signal
 import time
 from pathlib import Path
 
@@ -16,11 +15,14 @@ from vae_jax import parallel
 from vae_jax.checkpoint import Checkpointer
 from vae_jax.config import ExperimentConfig
 from vae_jax.data import DataOptions
-from vae_jax.errors import ConfigError, ConfigMismatchError, Interrupted, NonFiniteError, RunFolderError
+from vae_jax.errors import ConfigError, ConfigMismatchError, NonFiniteError, RunFolderError
 from vae_jax.evaluate import SPEC, EvalConfig, map_in_batches
+from vae_jax.images import MNIST_SHAPE
 from vae_jax.models import VAE
 from vae_jax.rundir import RunFolder
-from vae_jax.streams import BINARIZE_STREAM, DATA_STREAM, EVAL_STREAM, INIT_STREAM, TRAIN_STREAM
+from vae_jax.signals import signal_of, stop_signals_raise
+from vae_jax.tensorboard_log import TensorBoardLog
+from vae_jax.streams import BINARIZE_STREAM, DATA_STREAM, EVAL_STREAM, INIT_STREAM, SAMPLES_STREAM, TRAIN_STREAM
 from vae_jax.train_step import TrainState, make_optimizer, make_train_epoch
 
 
@@ -108,23 +110,6 @@ def _check_finite(train_metrics: dict, epoch: int, saved_epoch: int):
         )
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (a scheduler or ``kill``) stops training like Ctrl-C: the last completed epoch is saved."""
-    def handler(signum, frame):
-        raise Interrupted(signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _initial_state(vae: VAE, config: ExperimentConfig, optimizer, base_key, train) -> TrainState:
     params = vae.init(jax.random.fold_in(base_key, INIT_STREAM))
     if config.train.output_bias_init == "data_mean":
@@ -133,18 +118,23 @@ def _initial_state(vae: VAE, config: ExperimentConfig, optimizer, base_key, trai
 
 
 def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: DataOptions = DataOptions(),
-                       *, progress: bool = True, log=print) -> dict:
+                       *, progress: bool = True, log=print, tensorboard_images_every: int | None = 10) -> dict:
     """Trains (or resumes) the run in ``workdir`` to ``config.train.epochs`` epochs.
 
     Per epoch: train and validation ELBO, KL, reconstruction, seconds and examples/s go to the run's
-    ``metrics.jsonl``; checkpoints go to its ``checkpoints/``. Everything is checked (options, data,
-    the saved config and the checkpoints' configs) before anything is written.
+    ``metrics.jsonl`` and, unless ``tensorboard_images_every`` is None, to TensorBoard event files in its
+    ``tensorboard/`` (with a grid of samples every that many epochs, :mod:`vae_jax.tensorboard_log`);
+    checkpoints go to its ``checkpoints/``. Everything is checked (options, data, the saved config and the
+    checkpoints' configs) before anything is written. SIGTERM and SIGHUP stop it like Ctrl-C, after saving
+    the last completed epoch (:mod:`vae_jax.signals`).
 
     Returns:
       the last epoch's metrics record (``{}`` when the run had nothing left to do and no record).
     """
     folder, tc = RunFolder(workdir), config.train
+    folder.check_not_a_file()
     check_config(folder.read_config(), config, str(folder.path))
+    log(f"loading {tc.dataset} ({tc.train_split or 'train'} and {tc.valid_split or 'validation'} splits)...")
     train, valid = load_training_data(config, options)  # bad data fails before anything is written
     steps_per_epoch = len(train) // tc.batch_size
     vae = VAE(config.model)
@@ -169,14 +159,28 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
             if saved_epoch == tc.epochs:
                 log(f"{folder.path} is already trained to epoch {saved_epoch}; nothing to do")
                 return (folder.read_metrics() or [{}])[-1]
-            with _sigterm_as_interrupt():
-                return _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_epoch,
-                                     train, valid, progress, log)
+            curves = TensorBoardLog(folder.tensorboard_dir, saved_epoch, tensorboard_images_every) \
+                if primary and tensorboard_images_every else None
+            try:
+                with stop_signals_raise():
+                    return _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_epoch,
+                                         train, valid, progress, log, curves)
+            finally:
+                if curves is not None:
+                    curves.close()
         finally:
             ckpt.close()
 
 
-def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_epoch, train, valid, progress, log):
+def _sample_means(vae: VAE, base_key, num: int = 64):
+    """``params -> [num, 28, 28]`` mean images E[x|z] of ``num`` fixed z ~ N(0, I), for the sample grids."""
+    z = jax.random.normal(jax.random.fold_in(base_key, SAMPLES_STREAM), (num, vae.config.latent_dim))
+    means = jax.jit(lambda params: jax.vmap(vae.mean_image, (None, 0))(params, z))
+    return lambda params: np.asarray(means(params)).reshape(num, *MNIST_SHAPE)
+
+
+def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_epoch, train, valid, progress, log,
+                  curves):
     tc = config.train
     steps_per_epoch = len(train) // tc.batch_size
     images, valid_images = jnp.asarray(train.images), valid.images
@@ -190,13 +194,14 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
         log(f"training data-parallel over {mesh.devices.size} devices, parameters replicated: {sharding}")
     batches_of = lambda epoch: parallel.shard_batch(  # [steps, B, D], B split across devices
         data_lib.epoch_batches(jax.random.fold_in(data_key, epoch), images, tc.batch_size), mesh, 1)
+    log(f"compiling the training epoch ({steps_per_epoch} steps of {tc.batch_size} examples)...")
     compile_start = time.perf_counter()
     upcoming = batches_of(saved_epoch + 1)  # the first epoch's batches, also the shapes to compile for
     train_epoch = make_train_epoch(vae, tc, optimizer, steps_per_epoch)
     train_epoch.fast.lower(state, upcoming, train_key).compile()  # cached; a checked rerun compiles if needed
-    log(f"compiled the training epoch in {time.perf_counter() - compile_start:.1f} s "
-        f"({steps_per_epoch} steps of {tc.batch_size} examples)")
+    log(f"compiled in {time.perf_counter() - compile_start:.1f} s; training epochs {saved_epoch + 1}-{tc.epochs}")
     validation_elbo = make_validation_elbo(vae)
+    sample_means = _sample_means(vae, base_key)
     bar = tqdm(range(saved_epoch + 1, tc.epochs + 1), desc="epochs", disable=not progress,
                initial=saved_epoch, total=tc.epochs)
     record = {}  # ``state`` is always the newest state whose epoch is recorded in metrics.jsonl
@@ -216,6 +221,10 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
                       "seconds": seconds, "examples_per_second": steps_per_epoch * tc.batch_size / seconds}
             if parallel.is_primary():
                 folder.append_metrics(record)
+            if curves is not None:
+                curves.scalars(record)
+                if curves.wants_images(epoch, tc.epochs):
+                    curves.image_grid("samples", sample_means(new_state.params), epoch)
             state = new_state
             bar.set_postfix(train_elbo=f"{record['train_elbo']:.2f}", valid_elbo=f"{record['valid_elbo']:.2f}")
             if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs:
@@ -226,8 +235,10 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
         done = int(state.step) // steps_per_epoch
         if done > 0 and int(state.step) not in ckpt.steps():  # (a save the signal cut short left no step)
             ckpt.save(state, base_key, config.to_dict(), done, record if record.get("epoch") == done else {})
-        name = signal.Signals(getattr(interrupt, "signum", signal.SIGINT)).name
-        log(f"interrupted ({name}): the last checkpoint is at epoch {done}; run the same command again to resume")
+        name = signal_of(interrupt).name
+        message = f"interrupted ({name}): the last checkpoint is at epoch {done}; run the same command again to resume"
+        folder.append_log(message)  # after a hangup the terminal is gone: the run folder keeps the message
+        log(message)
         raise
     finally:
         bar.close()

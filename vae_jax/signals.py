@@ -1,0 +1,63 @@
+"""Stop signals as exceptions, so long work can save what it has before it exits.
+
+SIGTERM (a scheduler's stop, ``kill PID``) and SIGHUP (the terminal closed, an SSH connection dropped)
+would otherwise end the process at once, losing every epoch since the last periodic checkpoint. Inside
+:func:`stop_signals_raise` each raises :class:`vae_jax.errors.Interrupted` in the main thread, as Ctrl-C
+raises ``KeyboardInterrupt``: training saves its last completed epoch, commands that compute one result
+write nothing (a result is written whole at the end, or not at all), and the exit code is 128 + the
+signal number (143 for SIGTERM, 129 for SIGHUP). A signal the process was started ignoring stays
+ignored: ``nohup vae-jax train ...`` goes on when its terminal closes, as nohup intends.
+"""
+
+import contextlib
+import os
+import signal
+
+from vae_jax.errors import Interrupted
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _detach_from_terminal():
+    """Points stdout and stderr that go to a terminal at /dev/null: after a hangup the terminal is gone,
+    and a message written to it would fail (EIO) in the middle of saving."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            with contextlib.suppress(OSError):
+                if os.isatty(fd):
+                    os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _raise_interrupted(signum, frame):
+    for other in STOP_SIGNALS:  # one stop is enough: a second signal must not cut the save of the first short
+        signal.signal(other, signal.SIG_IGN)
+    if signum == signal.SIGHUP:
+        _detach_from_terminal()
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def stop_signals_raise():
+    """Within the block, SIGTERM and SIGHUP raise :class:`Interrupted`; the previous handlers come back
+    after it. Outside the main thread (where Python cannot set handlers) it changes nothing."""
+    previous = {}
+    try:
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) is signal.SIG_IGN:  # ignored on purpose (nohup): keep it so
+                continue
+            previous[signum] = signal.signal(signum, _raise_interrupted)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def signal_of(interrupt: KeyboardInterrupt) -> signal.Signals:
+    """The signal behind an interruption: the one an :class:`Interrupted` names, else SIGINT (Ctrl-C)."""
+    return signal.Signals(getattr(interrupt, "signum", signal.SIGINT))
