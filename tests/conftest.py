@@ -10,6 +10,8 @@ import pytest
 # be bit-reproducible from one process to the next, which the exact-resume tests require. Both settings
 # are inherited by the processes tests start; neither changes anything on a CPU.
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "float32")
+# Two test workers share one accelerator: JAX's default takes 75% of its memory in the first process.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_gpu_deterministic_ops=true",
                                     "--xla_gpu_autotune_level=0"]).strip()
 
