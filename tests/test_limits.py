@@ -266,3 +266,12 @@ def test_one_image_evaluation_shows_chunk_progress(run, capsys):
                  "--num-samples", "20000", "--chunk-size", "500", *data]) == 0
     err = capsys.readouterr().err
     assert "chunk" in err and "/40" in err  # 40 chunks of 500 samples, not "0/1" examples
+
+
+def test_a_model_too_large_for_memory_is_refused_before_it_exists(shared_data, data_dir, tmp_path, capsys):
+    """--hidden 200000,200000 asks for 40e9 weights (160 GB, three times over with Adam's moments)."""
+    code, err = _exit_code(["train", "--workdir", str(tmp_path / "w"), "--hidden", "200000,200000", "--epochs", "1",
+                            "--train-split", "train[:200]", "--valid-split", "validation[:100]", "--no-progress",
+                            "--manual-dir", str(shared_data), "--data-dir", str(data_dir)], capsys)
+    assert code == 2 and "--hidden" in err and "GiB free" in err
+    assert not (tmp_path / "w").exists()

@@ -47,28 +47,41 @@ def available_bytes(device=None) -> int | None:
     return _host_available_bytes()
 
 
-def required_bytes(compiled) -> int | None:
-    """Arguments + outputs + temporaries of a compiled computation, per device; None if XLA does not say."""
+def required_bytes(compiled, *, arguments: bool = True) -> int | None:
+    """Outputs + temporaries (+ arguments, unless they already sit in memory) of a compiled computation, per
+    device; None if XLA does not say."""
     try:
         m = compiled.memory_analysis()
-        return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
+        return int(m.argument_size_in_bytes * arguments + m.output_size_in_bytes + m.temp_size_in_bytes)
     except Exception:
         return None
 
 
-def check_fits(compiled, what: str, advice: str):
+def tree_bytes(tree) -> int:
+    """Bytes of the arrays (or abstract ``jax.ShapeDtypeStruct`` values) of a pytree."""
+    return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def check_bytes_fit(need: int, what: str, advice: str):
+    """Raises :class:`ResourceError` when ``need`` bytes exceed the usable free memory."""
+    free = available_bytes()
+    if free is not None and need > USABLE_FRACTION * free:
+        raise ResourceError(f"{what} needs {need / GIB:,.1f} GiB of memory at once, more than the "
+                            f"{free / GIB:,.1f} GiB free; {advice}.")
+
+
+def check_fits(compiled, what: str, advice: str, *, arguments_resident: bool = False):
     """Raises :class:`ResourceError` when ``compiled`` needs more than the usable free memory.
 
     Args:
       compiled: a ``jax.stages.Compiled`` (``jax.jit(f).lower(...).compile()``).
       what: what the computation is, for the message (``"importance sampling, 64 examples x 250 samples"``).
       advice: what to change (``"lower --chunk-size"``).
+      arguments_resident: the arguments already exist (and so are not part of the free memory).
     """
-    need, free = required_bytes(compiled), available_bytes()
-    if need is None or free is None:
+    need = required_bytes(compiled, arguments=not arguments_resident)
+    if need is None:
         return
     if jax.local_devices()[0].platform == "cpu":
         need *= jax.local_device_count()  # simulated CPU devices share the host's memory
-    if need > USABLE_FRACTION * free:
-        raise ResourceError(f"{what} needs {need / GIB:,.1f} GiB of memory at once, more than the "
-                            f"{free / GIB:,.1f} GiB free; {advice}.")
+    check_bytes_fit(need, what, advice)

@@ -18,6 +18,7 @@ from vae_jax.data import DataOptions
 from vae_jax.errors import ConfigError, ConfigMismatchError, NonFiniteError, RunFolderError
 from vae_jax.evaluate import SPEC, EvalConfig, map_in_batches
 from vae_jax.images import MNIST_SHAPE
+from vae_jax.memory import check_bytes_fit, check_fits, tree_bytes
 from vae_jax.models import VAE
 from vae_jax.rundir import RunFolder
 from vae_jax.signals import signal_of, stop_signals_raise
@@ -110,6 +111,13 @@ def _check_finite(train_metrics: dict, epoch: int, saved_epoch: int):
         )
 
 
+def _check_model_fits(vae: VAE, optimizer):
+    """Sizes the parameters and optimizer state before they exist: --hidden 100000,100000 is refused, not a crash."""
+    abstract = jax.eval_shape(lambda key: TrainState.create(vae.init(key), optimizer), jax.random.key(0))
+    check_bytes_fit(tree_bytes(abstract), f"the model (--hidden {','.join(map(str, vae.config.hidden))}) with its "
+                    "optimizer state", "use smaller --hidden widths")
+
+
 def _initial_state(vae: VAE, config: ExperimentConfig, optimizer, base_key, train) -> TrainState:
     params = vae.init(jax.random.fold_in(base_key, INIT_STREAM))
     if config.train.output_bias_init == "data_mean":
@@ -139,6 +147,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
     steps_per_epoch = len(train) // tc.batch_size
     vae = VAE(config.model)
     optimizer = make_optimizer(tc, tc.epochs * steps_per_epoch)
+    _check_model_fits(vae, optimizer)
     base_key = jax.random.key(tc.seed)
     primary = parallel.is_primary()
     with (folder.lock() if primary else contextlib.nullcontext()):
@@ -198,7 +207,9 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
     compile_start = time.perf_counter()
     upcoming = batches_of(saved_epoch + 1)  # the first epoch's batches, also the shapes to compile for
     train_epoch = make_train_epoch(vae, tc, optimizer, steps_per_epoch)
-    train_epoch.fast.lower(state, upcoming, train_key).compile()  # cached; a checked rerun compiles if needed
+    compiled = train_epoch.fast.lower(state, upcoming, train_key).compile()  # cached; a checked rerun compiles if needed
+    check_fits(compiled, f"a training epoch at batch size {tc.batch_size}", "lower --batch-size or --hidden",
+               arguments_resident=True)
     log(f"compiled in {time.perf_counter() - compile_start:.1f} s; training epochs {saved_epoch + 1}-{tc.epochs}")
     validation_elbo = make_validation_elbo(vae)
     sample_means = _sample_means(vae, base_key)
