@@ -1,6 +1,7 @@
 """Shared fixtures: the real datasets in ../shared/data and a per-session TFDS data_dir."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,14 @@ os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "float32")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_gpu_deterministic_ops=true",
                                     "--xla_gpu_autotune_level=0"]).strip()
+
+# One persistent compilation cache for the whole test run, shared by both xdist workers and every vae-jax process
+# the tests start (the environment is inherited): the fault and CLI tests train the same small model in many
+# processes, each of which would otherwise compile the same training epoch and estimators again. A fresh folder
+# per run, so every function is still compiled at least once here.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"vae-jax-tests-{_RUN}" / "jit"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 SHARED_DATA = Path(os.environ.get("VAE_JAX_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 
