@@ -21,7 +21,7 @@ from vae_jax.streams import BINARIZE_STREAM
 from vae_jax.train_loop import train_and_evaluate
 
 AIS_OPTIONS = ("ais_chains", "ais_temperatures", "leapfrog_steps", "ais_start", "seed")  # of EvalConfig
-MAX_IMAGES = 1024  # a 32 x 32 grid of 28 x 28 images at 3x is a ~7 MB PNG
+MAX_IMAGES = images.max_images()  # 1,024 28 x 28 images: a 32 x 32 grid, a ~7 MB PNG
 
 
 def _data_options(args) -> DataOptions:
