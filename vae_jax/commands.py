@@ -99,7 +99,7 @@ def evaluate(args):
     eval_config, folder = args.eval_config, RunFolder(args.workdir)
     folder.require_config()
     out = _output_path(args, folder.result_path(eval_config.split))
-    print(f"loading the {args.checkpoint} checkpoint of {folder.path} and {eval_config.split}...", flush=True)
+    _announce_loading(args, f" and {eval_config.split}")
     config, vae, params, step = load_run(args.workdir, args.checkpoint)
     dataset = _load_images(folder, config, eval_config.split, args)
     data_lib.check_data_fits_model(dataset, config)
@@ -130,10 +130,12 @@ def bdmc(args):
     folder = RunFolder(args.workdir)
     folder.require_config()
     out = _output_path(args, folder.path / "bdmc.json")
+    _announce_loading(args)
     config, vae, params, step = load_run(args.workdir, args.checkpoint)
     c = args.eval_config
     print(f"BDMC on {args.num_examples} examples simulated from checkpoint {step}: {c.ais_chains} chains, "
-          f"{c.ais_temperatures} temperatures, {c.leapfrog_steps} leapfrog steps, from the {c.ais_start}", flush=True)
+          f"{c.ais_temperatures} temperatures, {c.leapfrog_steps} leapfrog steps, from the {c.ais_start}; "
+          "compiling first...", flush=True)
     result = run_bdmc(vae, params, evaluation_key(c.seed), args.num_examples, c, progress=not args.no_progress)
     result = {"checkpoint_step": int(step), **result}
     write_json(out, result)
@@ -141,12 +143,19 @@ def bdmc(args):
             f"BDMC gap {result['gap']['mean']:.3f} on average (largest {result['gap']['max']:.3f}); wrote {out}")
 
 
+def _announce_loading(args, more: str = ""):
+    """The first line of a command that reads a run: what it loads (the wait before the next line)."""
+    print(f"loading the {args.checkpoint} checkpoint of {args.workdir}{more}...", flush=True)
+
+
 def _image_output(args) -> Path:
     RunFolder(args.workdir).require_config()
     if args.num > MAX_IMAGES:
         raise ConfigError(f"--num {args.num} is more than the {MAX_IMAGES} images a grid holds; "
                           f"ask for at most {MAX_IMAGES}.")
-    return images.check_png_path(_output_path(args))
+    path = images.check_png_path(_output_path(args))
+    _announce_loading(args)
+    return path
 
 
 def sample(args):
