@@ -154,13 +154,14 @@ def test_bdmc_with_more_examples_than_memory_is_refused(run, capsys):
     assert not (workdir / "bdmc.json").exists()
 
 
-def test_a_platform_jax_cannot_start_is_one_line(run):
+@pytest.mark.parametrize("platform", ["no_such_platform", "cuda"])  # JAX raises RuntimeError, AssertionError
+def test_a_platform_jax_cannot_start_is_one_line(run, platform):
     workdir, _ = run
-    env = {**os.environ, "JAX_PLATFORMS": "no_such_platform"}
+    env = {**os.environ, "JAX_PLATFORMS": platform}
     proc = subprocess.run([sys.executable, "-m", "vae_jax", "sample", "--workdir", str(workdir)], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "JAX_PLATFORMS='no_such_platform'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert f"JAX_PLATFORMS='{platform}'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_every_file_the_cli_writes_is_strict_json(run, capsys):

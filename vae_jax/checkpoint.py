@@ -9,6 +9,7 @@ log file, not the terminal; the caller reports the one line that matters.
 
 import contextlib
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -57,6 +58,18 @@ def _chain(err: BaseException):
         seen.append(err)
         err = err.__cause__ or err.__context__
     return seen
+
+
+def _short_cause(err: BaseException) -> str:
+    """The operating system's error behind a failed save ("[Errno 28] No space left on device"), found in the
+    exception chain or in TensorStore's message; else the first 200 characters of the error."""
+    for e in _chain(err):
+        if isinstance(e, OSError) and e.errno:
+            return f"[Errno {e.errno}] {e.strerror}"
+    code = re.search(r"os_error_code='?(\d+)", str(err))
+    if code:
+        return f"[Errno {code[1]}] {os.strerror(int(code[1]))}"
+    return f"{type(err).__name__}: {str(err)[:200]}"
 
 
 class Checkpointer:
@@ -108,7 +121,7 @@ class Checkpointer:
             self._manager.reload()
 
     def _save_error(self, step: int, err: Exception) -> CheckpointSaveError:
-        cause = next((e for e in _chain(err) if isinstance(e, OSError)), err)
+        cause = _short_cause(err)
         if self.log_path:
             with contextlib.suppress(OSError):
                 with open(self.log_path, "a") as log:
@@ -117,7 +130,7 @@ class Checkpointer:
         kept = f"checkpoint {earlier[-1]} is intact" if earlier else "no earlier checkpoint exists"
         where = f" (details in {self.log_path})" if self.log_path else ""
         return CheckpointSaveError(
-            f"could not write checkpoint {step} to {self.directory}: {type(cause).__name__}: {cause}{where}; {kept}. "
+            f"could not write checkpoint {step} to {self.directory}: {cause}{where}; {kept}. "
             "Free disk space (or fix the folder's permissions) and run the same command again to resume.")
 
     def _prune(self):

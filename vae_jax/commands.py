@@ -48,12 +48,14 @@ def start_backend(args):
         parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
     try:
         jax.devices()
-    except RuntimeError as err:
-        asked = os.environ.get("JAX_PLATFORMS") or os.environ.get("JAX_PLATFORM_NAME")
+    except Exception as err:  # RuntimeError for an unknown platform; an AssertionError for 'cuda' without CUDA
+        asked = os.environ.get("JAX_PLATFORMS") or os.environ.get("JAX_PLATFORM_NAME") or ""
         setting = f"JAX_PLATFORMS={asked!r}" if asked else "this machine's JAX installation"
-        raise BackendError(f"JAX could not start the platform that {setting} asks for ({str(err).split(' (set')[0]}). "
-                           "Unset JAX_PLATFORMS to use what this machine has, or install the JAX build for "
-                           "that platform (e.g. pip install 'jax[cuda13]').") from None
+        build = "'jax[tpu]'" if "tpu" in asked else "'jax[cuda13]' (or the build for your CUDA)" \
+            if any(p in asked for p in ("cuda", "gpu")) else "the JAX build for that platform"
+        detail = str(err).split(" (set")[0] or type(err).__name__
+        raise BackendError(f"JAX could not start the platform that {setting} asks for ({detail}). Unset "
+                           f"JAX_PLATFORMS to use what this machine has, or install {build}.") from None
 
 
 def train(args):
