@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from vae_jax.errors import DataError, DataFileError
+from vae_jax.validation import is_binary
 
 SPLITS = ("train", "validation", "test")
 DATA_KINDS = ("binary", "uint8", "continuous")
@@ -111,7 +112,7 @@ def _infer_kind(name: str, array: np.ndarray, declared: str | None) -> str:
         if low < 0 or high > 1:
             raise DataError(f"{name} holds floats from {low:g} to {high:g}; continuous images must lie in [0, 1] "
                             "(divide 8-bit levels by 255, or store them as uint8).")
-        kind = "binary" if np.all((array == 0) | (array == 1)) else "continuous"
+        kind = "binary" if is_binary(array) else "continuous"
     if declared is None or declared == kind:
         return kind
     if declared == "continuous" and kind == "binary" and np.issubdtype(array.dtype, np.floating):

@@ -24,7 +24,7 @@ from vae_jax.config import ExperimentConfig
 from vae_jax.errors import ConfigError, DataFileError
 from vae_jax.tfds_builders import BUILDERS, SPECS, find_local_file
 from vae_jax.types import Array, PRNGKey
-from vae_jax.validation import check_data
+from vae_jax.validation import check_data, is_binary
 
 DATASETS = tuple(SPECS)
 DEFAULT_SPLITS = {  # (train, validation) splits used by training
@@ -55,7 +55,7 @@ class ArrayDataset:
 
     @property
     def is_binary(self) -> bool:
-        return bool(np.all((self.images == 0) | (self.images == 1)))
+        return is_binary(self.images)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -62,6 +62,3 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signum)
         self.signum = signum
 
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum

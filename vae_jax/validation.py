@@ -111,6 +111,12 @@ def check_start(start, latent_dim: int):
     return mean, log_var
 
 
+def is_binary(images) -> bool:
+    """Whether every value is exactly 0 or 1 (one pass over the data)."""
+    images = np.asarray(images)
+    return bool(np.all((images == 0) | (images == 1)))
+
+
 def check_data(images, data_dim: int, likelihood: str, *, name: str = "data", binarize: bool = False):
     """Raises :class:`DataError` when ``images`` [N, D] cannot be modelled: a shape other than [N, data_dim],
     integer dtype, NaN or infinity, or values other than 0/1 for a Bernoulli likelihood (unless they are grey
@@ -129,7 +135,7 @@ def check_data(images, data_dim: int, likelihood: str, *, name: str = "data", bi
             if images.min(initial=0.0) < 0 or images.max(initial=0.0) > 1:
                 raise DataError(f"{name} has values outside [0, 1]; binarization needs grey levels in [0, 1] "
                                 "(divide 8-bit levels by 255).")
-        elif not np.all((images == 0) | (images == 1)):
+        elif not is_binary(images):
             raise DataError(f"{name} holds values other than 0 and 1 (grey levels?) but the Bernoulli likelihood needs "
                             "0/1 data: binarize it (vae-jax train --binarize, or vae_jax.data.binarize) or use a "
                             "Gaussian likelihood (--likelihood gaussian).")
