@@ -289,8 +289,11 @@ def test_full_disk_during_a_checkpoint_is_one_line_and_resume_works(shared_data,
     assert first.returncode == 2, first.stdout + first.stderr
     assert "Traceback" not in first.stderr and len(first.stderr.strip().splitlines()) == 1
     assert "could not write checkpoint 100" in first.stderr and "[Errno 28] No space left on device" in first.stderr
-    assert "OCDBT" not in first.stderr  # the OS error, not TensorStore's whole message (that goes to vae-jax.log)
-    assert "OCDBT" in (workdir / "vae-jax.log").read_text()
+    # The OS error, not TensorStore's whole message (which file failed depends on timing: an OCDBT manifest or
+    # a lock file); that message and the traceback go to vae-jax.log.
+    assert "os_error_code" not in first.stderr
+    log = (workdir / "vae-jax.log").read_text()
+    assert "Traceback" in log and "No space left on device" in log
     assert "checkpoint 50 is intact" in first.stderr and "vae-jax.log" in first.stderr
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["50"]  # no temporary folder left
     remount("64M")  # disk space freed
