@@ -119,7 +119,7 @@ def main(argv=None):
     num_samples = 50 if args.quick else args.num_samples
     test_split = "test[:20]" if args.quick else args.test_split
     options = DataOptions(data_dir=args.data_dir, manual_dir=args.manual_dir)
-    test = data_lib.load("binarized_mnist", test_split, data_dir=args.data_dir, manual_dir=args.manual_dir).images
+    test = data_lib.load("binarized_mnist", test_split, data_dir=args.data_dir, manual_dir=args.manual_dir).as_float()
     out = Path(args.output)
     previous = json.loads((out / "burda.json").read_text())["results"] if (out / "burda.json").exists() else []
     rows, curves, start = {r["model"]: r for r in previous}, {}, time.perf_counter()

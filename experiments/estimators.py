@@ -321,7 +321,7 @@ def main(argv=None):
     args, settings = parse_args(argv)
     options = DataOptions(data_dir=args.data_dir, manual_dir=args.manual_dir)
     test = data_lib.load("binarized_mnist", f"test[:{settings['num_examples']}]", data_dir=args.data_dir,
-                         manual_dir=args.manual_dir).images
+                         manual_dir=args.manual_dir).as_float()
     if args.reference_only:
         return update_reference(args, settings, options, test)
     start, results = time.perf_counter(), []

@@ -63,7 +63,7 @@ def main(argv=None):
         settings["epochs"] = args.epochs
     options = DataOptions(data_dir=args.data_dir, manual_dir=args.manual_dir)
     held_out = data_lib.load("mnist", "test[8000:]", data_dir=args.data_dir, manual_dir=args.manual_dir)
-    xs = held_out.images[: settings["num_examples"]]
+    xs = held_out.as_float(settings["num_examples"])
     runs = [(f"sigma2_{v}", ModelConfig(latent_dim=settings["latent_dim"], likelihood="gaussian", sigma=float(np.sqrt(v))))
             for v in settings["variances"]]
     if settings["learned"]:

@@ -59,7 +59,7 @@ def main(argv=None):
                        log=lambda m: None)
     _, vae, params, step = load_run(args.workdir, "latest")
     held_out = data_lib.load("mnist", "test[8000:]", data_dir=args.data_dir, manual_dir=args.manual_dir)
-    xs = np.asarray(data_lib.binarize(jax.random.key(0), held_out.images))
+    xs = np.asarray(data_lib.binarize(jax.random.key(0), held_out.as_float()))
     means, _ = jax.vmap(vae.encode, (None, 0))(params, xs)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,10 @@ def test_kind_and_shape_follow_from_the_arrays(tmp_path, train, kind, shape):
     splits = load_arrays(_npz(tmp_path, train=train, test=train[:2]))
     assert set(splits) == {"train", "test"}
     assert splits["train"].kind == kind and splits["train"].shape == shape and len(splits["test"]) == 2
-    assert splits["train"].images.dtype == train.dtype  # stored dtype kept: uint8 stays 1 byte a value
+    # Stored by kind: bool, uint8 (1 byte a value, never float32 in memory) or the float dtype as given.
+    stored = {"binary": np.bool_, "uint8": np.uint8, "continuous": train.dtype}[kind]
+    assert splits["train"].images.dtype == stored and splits["train"].images.shape == (6, *shape)
+    np.testing.assert_array_equal(splits["train"].images.reshape(train.shape), train.astype(stored))
 
 
 def test_data_kind_overrides_only_where_the_dtype_leaves_a_choice(tmp_path):

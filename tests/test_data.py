@@ -28,14 +28,18 @@ def test_parse_amat_reads_lines_of_784_bits():
 
 def test_binarized_mnist_real_files_match_direct_parse(shared_data, data_dir):
     test = data.load("binarized_mnist", "test", data_dir=data_dir, manual_dir=shared_data)
-    assert test.images.shape == (10_000, 784) and test.images.dtype == np.float32
-    assert test.is_binary and test.labels is None
+    # Stored as bool with its shape (1 byte a pixel); model inputs are float32 [N, 784] of 0.0 and 1.0.
+    assert test.images.shape == (10_000, 28, 28, 1) and test.images.dtype == np.bool_ and test.shape == (28, 28, 1)
+    assert test.is_binary and test.kind == "binary" and test.labels is None
+    inputs = test.as_float()
+    assert inputs.shape == (10_000, 784) and inputs.dtype == np.float32
+    np.testing.assert_array_equal(inputs, test.images.reshape(10_000, 784).astype(np.float32))
     direct = parse_amat(gzip.decompress((shared_data / "binarized_mnist" / "binarized_mnist_test.amat.gz").read_bytes()))
     # Keys are the line numbers, as in the stock builder, and TFDS orders examples by a hash of the
     # key: the split holds exactly the file's images, in TFDS's (stock) order.
     as_sorted = lambda a: a[np.lexsort(a.T)]
-    np.testing.assert_array_equal(as_sorted(test.images), as_sorted(direct.reshape(10_000, 784).astype(np.float32)))
-    assert not np.array_equal(test.images, direct.reshape(10_000, 784))
+    np.testing.assert_array_equal(as_sorted(inputs), as_sorted(direct.reshape(10_000, 784).astype(np.float32)))
+    assert not np.array_equal(inputs, direct.reshape(10_000, 784))
     sliced = data.load("binarized_mnist", "test[100:110]", data_dir=data_dir, manual_dir=shared_data)
     np.testing.assert_array_equal(sliced.images, test.images[100:110])
 
@@ -47,8 +51,11 @@ def test_split_sizes(shared_data, data_dir):
 
 def test_mnist_test_set_without_train_files(shared_data, data_dir):
     mnist = data.load("mnist", "test", data_dir=data_dir, manual_dir=shared_data)
-    assert mnist.images.shape == (10_000, 784)
-    assert 0.0 <= mnist.images.min() and mnist.images.max() == 1.0 and not mnist.is_binary
+    assert mnist.images.shape == (10_000, 28, 28, 1) and mnist.images.dtype == np.uint8 and mnist.kind == "uint8"
+    assert mnist.images.max() == 255 and not mnist.is_binary
+    inputs = mnist.as_float()  # level / 255, exactly as NumPy divides
+    np.testing.assert_array_equal(inputs, (mnist.images.reshape(10_000, 784) / 255.0).astype(np.float32))
+    assert 0.0 == inputs.min() and inputs.max() == 1.0
     assert mnist.labels.shape == (10_000,) and set(np.unique(mnist.labels)) == set(range(10))
     # The published class counts of the MNIST test set.
     counts = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -89,12 +96,17 @@ def test_plain_files_work_too(shared_data, tmp_path):
         with open(manual / "binarized_mnist_valid.amat", "wb") as dst:
             shutil.copyfileobj(src, dst)
     valid = data.load("binarized_mnist", "validation[:5]", data_dir=tmp_path / "tfds", manual_dir=manual)
-    assert valid.images.shape == (5, 784)
+    assert valid.images.shape == (5, 28, 28, 1) and valid.as_float().shape == (5, 784)
 
 
-def test_unknown_dataset_and_split_and_empty_split(shared_data, data_dir):
-    with pytest.raises(ValueError, match="unknown dataset"):
-        data.load("cifar", "train")
+def test_unknown_dataset_and_split_and_empty_split(shared_data, data_dir, tmp_path):
+    empty = tmp_path / "tfds"
+    with pytest.raises(ValueError, match="'cifar' is not one of the built-in .* no TFDS dataset of that name is "
+                       "prepared in .*tfds .*tfds build cifar --file_format=array_record"):
+        data.load("cifar", "train", data_dir=empty)
+    with pytest.raises(DataFileError, match="TFDS dataset 'cifar10' is not prepared in .*--download"):
+        data.load("cifar10", "train", data_dir=empty)  # a stock TFDS dataset, not prepared here
+    assert not empty.exists()  # nothing written
     with pytest.raises(ValueError, match="unknown split"):
         data.load("mnist", "validation")
     with pytest.raises(ValueError, match="empty"):
@@ -108,8 +120,8 @@ def test_mock_data_fashion_mnist(tmp_path):
     with tfds.testing.mock_data(num_examples=20, data_dir=str(tmp_path)):
         # download=True: mock_data replaces preparation, so nothing is fetched.
         fashion = data.load("fashion_mnist", "test", data_dir=tmp_path, download=True)
-    assert fashion.images.shape == (20, 784) and fashion.labels.shape == (20,)
-    assert 0.0 <= fashion.images.min() and fashion.images.max() <= 1.0
+    assert fashion.images.shape == (20, 28, 28, 1) and fashion.labels.shape == (20,)
+    assert fashion.as_float().shape == (20, 784) and 0.0 <= fashion.as_float().min() <= fashion.as_float().max() <= 1.0
 
 
 def test_epoch_batches_are_permutations_seeded_by_key():

@@ -13,7 +13,7 @@ from vae_jax.data import check_data_fits_model
     ("--epochs", "0", "positive integer"), ("--batch-size", "-5", "positive integer"),
     ("--num-samples", "0", "positive integer"), ("--sigma", "0", "positive number"),
     ("--sigma", "nan", "positive number"), ("--learning-rate", "abc", "positive number"),
-    ("--dataset", "cifar10", "invalid choice"), ("--activation", "swishy", "invalid choice"),
+    ("--data-kind", "rgb", "invalid choice"), ("--activation", "swishy", "invalid choice"),
     ("--objective", "vimco", "invalid choice"), ("--hidden", "", "comma-separated"),
 ])
 def test_bad_train_options(option, value, message, capsys, tmp_path):
@@ -64,12 +64,24 @@ def test_evaluating_a_run_without_checkpoints(tmp_path, capsys):
     assert code == 2 and "no checkpoint yet" in err
 
 
-@pytest.mark.parametrize("images, message", [
-    (np.full((4, 784), np.nan, np.float32), "NaN or Inf"),
-    (np.zeros((4, 100), np.float32), "data_dim=784"),
-    (np.full((4, 784), 0.5, np.float32), "needs 0/1 data"),
+@pytest.mark.parametrize("shape, kind, likelihood, binarize, message", [
+    ((20, 20, 1), "binary", "bernoulli", False, r"shape \(20, 20, 1\) but the model was made for \(28, 28, 1\)"),
+    ((28, 28, 3), "binary", "bernoulli", False, r"shape \(28, 28, 3\)"),
+    ((28, 28, 1), "uint8", "bernoulli", False, "uint8 data, which the bernoulli likelihood cannot model: use "
+     "--likelihood gaussian, or --binarize"),
+    ((28, 28, 1), "continuous", "bernoulli", False, "continuous data, which the bernoulli likelihood cannot model"),
+    ((28, 28, 1), "uint8", "bernoulli", True, None),  # binarized grey levels
+    ((28, 28, 1), "continuous", "gaussian", False, None),
+    ((28, 28, 1), "binary", "gaussian", False, None),
 ])
-def test_data_checks(images, message):
-    config = ExperimentConfig(ModelConfig(), TrainConfig())
+def test_data_checks(shape, kind, likelihood, binarize, message):
+    """The data a run reads must have the model's shape and a kind its likelihood models (values are checked
+    when the data is loaded: tests/test_arrays.py)."""
+    config = ExperimentConfig(ModelConfig(likelihood=likelihood), TrainConfig(binarize=binarize))
+    dataset = ArrayDataset(np.zeros((4, *shape), bool if kind == "binary" else np.uint8 if kind == "uint8" else
+                                    np.float32), None, "custom", "train", kind)
+    if message is None:
+        check_data_fits_model(dataset, config)
+        return
     with pytest.raises(ValueError, match=message):
-        check_data_fits_model(ArrayDataset(images, None, "custom", "train"), config)
+        check_data_fits_model(dataset, config)

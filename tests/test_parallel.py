@@ -29,7 +29,7 @@ train_and_evaluate(config, workdir, DataOptions(data_dir=data_dir, manual_dir=ma
                    log=messages.append)
 params = load_run(workdir)[2]
 sharding = " ".join(m for m in messages if "data-parallel" in m)  # the trained state's sharding, logged
-xs = data.load("binarized_mnist", "test[:10]", data_dir=data_dir, manual_dir=manual).images
+xs = data.load("binarized_mnist", "test[:10]", data_dir=data_dir, manual_dir=manual).as_float()
 result = evaluate(VAE(config.model), params, xs, jax.random.key(0), num_samples=100, naive_samples=1000,
                   chunk_size=64)
 leaves = [np.asarray(l).ravel().tolist() for l in jax.tree_util.tree_leaves(params)]

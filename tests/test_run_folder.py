@@ -405,3 +405,22 @@ def test_a_nan_validation_score_never_ranks_best(tmp_path):
         ckpt.save(state, jax.random.key(0), {}, step, {"valid_elbo": score})
     assert ckpt.best_step() == 2 and ckpt.steps() == [2, 3]  # the latest and the best are kept
     ckpt.close()
+
+
+def test_the_shipped_run_folder_re_evaluates_to_its_committed_result(shared_data, data_dir, tmp_path):
+    """The Burda run folder shipped in experiments/results (a config.json written before example shapes and data
+    kinds were recorded) loads as a 28 x 28 x 1 binary run and re-evaluates to the committed numbers, bit for bit."""
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "experiments" / "results" / "burda" / "vae"
+    config = RunFolder(shipped).require_config()
+    assert "data_shape" not in json.loads((shipped / "config.json").read_text())["model"]  # the old format
+    assert config.model.data_shape == (28, 28, 1) and config.train.data_kind == "binary"
+    committed = json.loads((shipped / "eval_test_to100.json").read_text())
+    out = tmp_path / "again.json"
+    assert main(["evaluate", "--workdir", str(shipped), "--split", "test[:100]", "--estimators", "elbo,importance",
+                 "--num-samples", "5000", "--data-dir", str(data_dir), "--manual-dir", str(shared_data),
+                 "--no-progress", "--output", str(out)]) == 0
+    again = json.loads(out.read_text())
+    for name in ("elbo", "importance"):
+        assert again[name]["mean"] == committed[name]["mean"], name

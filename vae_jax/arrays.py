@@ -1,8 +1,9 @@
 """A user's own images as array files: an ``.npz`` file, or a folder of ``.npy`` files, one array per split.
 
-    splits = load_arrays("my_images.npz")        # {"train": ImageArray, "test": ...}
-    splits["train"].images                       # [N, H, W, C] in the stored dtype (uint8 stays uint8)
+    splits = load_arrays("my_images.npz")        # {"train": ArrayDataset, "test": ...}
+    splits["train"].images                       # [N, H, W, C], stored by kind (uint8 stays uint8)
     splits["train"].kind                         # "binary", "uint8" or "continuous"
+    select(splits, "train[:5000]")               # a TFDS-style split expression
 
 Arrays are named ``train`` (required), ``validation`` and ``test``, each [N, H, W] (one channel) or
 [N, H, W, C]. The data's **kind** follows from its dtype and values:
@@ -22,59 +23,94 @@ Every check runs before anything is written, and each failure is a :class:`vae_j
 
 import dataclasses
 import hashlib
+import types
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from vae_jax.errors import DataError, DataFileError
+from vae_jax.errors import ConfigError, DataError, DataFileError
+from vae_jax.pixels import DATA_KINDS, as_stored, to_unit_float
 from vae_jax.validation import is_binary
 
 SPLITS = ("train", "validation", "test")
-DATA_KINDS = ("binary", "uint8", "continuous")
-_HASH_BLOCK = 1 << 24  # examples are hashed 16 MiB at a time, so a memory-mapped file is never read whole
+DEFAULT_VALIDATION = ("train[:90%]", "train[90%:]")  # (train, validation) when a data set has no validation split
+_BLOCK = 1 << 24  # examples are hashed and summed 16 MiB at a time, so a memory-mapped file is never read whole
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageArray:
-    """One split of a user's images.
+class ArrayDataset:
+    """A split of images held in memory (or memory-mapped), in the storage of its kind (:mod:`vae_jax.pixels`).
 
     Attributes:
-      images: [N, H, W, C] in the stored dtype (a read-only memory map for ``.npy`` files).
-      kind: one of :data:`DATA_KINDS`.
-      name: where it came from (``file.npz:train``), for messages.
+      images: [N, H, W, C]: bool (binary), uint8 (8-bit levels) or float (continuous in [0, 1]).
+      labels: int32 [N] class labels, or None when the data set has none.
+      name: the data set (a TFDS name or an array file), for messages.
+      split: the split expression it holds (``train[:90%]``).
+      kind: ``binary``, ``uint8`` or ``continuous``.
     """
 
     images: np.ndarray
-    kind: str
+    labels: np.ndarray | None
     name: str
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of one example."""
-        return tuple(self.images.shape[1:])
+    split: str
+    kind: str
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """(H, W, C) of one example."""
+        return tuple(self.images.shape[1:])
+
+    @property
+    def data_dim(self) -> int:
+        """D = H W C, the length of a flattened example."""
+        return int(np.prod(self.shape))
+
+    @property
+    def is_binary(self) -> bool:
+        return self.kind == "binary"
+
+    @property
+    def flat(self) -> np.ndarray:
+        """The images as stored, flattened to [N, D] (a view, no copy)."""
+        return self.images.reshape(len(self), -1)
+
+    def as_float(self, count: int | None = None) -> np.ndarray:
+        """The first ``count`` (default all) examples as float32 [n, D] model inputs in [0, 1]
+        (:func:`vae_jax.pixels.to_unit_float`). This copy is 4 bytes a value: for large sets prefer
+        batches of :attr:`flat`."""
+        return to_unit_float(self.flat[:count]).astype(np.float32, copy=False)
+
+    def mean_image(self) -> np.ndarray:
+        """float32 [D]: the mean model input, summed in float64 a block at a time (no float copy of the data)."""
+        flat, total = self.flat, np.zeros(self.data_dim)
+        step = max(1, _BLOCK // max(1, flat[:1].nbytes))
+        for start in range(0, len(self), step):
+            total += to_unit_float(flat[start:start + step], np.float64).sum(axis=0)
+        return (total / len(self)).astype(np.float32)
+
     def fingerprint(self) -> dict:
-        """Shape, dtype and the sha256 of the array's bytes: a file that changed is told from the one a run used."""
+        """Shape, dtype and the sha256 of the images' bytes: a file that changed is told from the one a run used."""
         digest = hashlib.sha256()
-        flat = self.images.reshape(len(self), -1)
-        step = max(1, _HASH_BLOCK // max(1, flat[:1].nbytes))
+        flat = self.flat
+        step = max(1, _BLOCK // max(1, flat[:1].nbytes))
         for start in range(0, len(self), step):
             digest.update(np.ascontiguousarray(flat[start:start + step]).tobytes())
         return {"shape": list(self.images.shape), "dtype": str(self.images.dtype), "sha256": digest.hexdigest()}
 
 
-def _read(path: Path) -> dict[str, np.ndarray]:
-    """The named arrays of an ``.npz`` file or of a folder's ``<split>.npy`` files, never unpickling."""
+def _read(path: Path, *, names_only: bool = False) -> dict[str, np.ndarray | None]:
+    """The named split arrays of an ``.npz`` file or of a folder's ``<split>.npy`` files, never unpickling
+    (with ``names_only``, their names mapped to None, without reading them)."""
     try:
         if path.is_dir():
-            return {p.stem: np.load(p, mmap_mode="r", allow_pickle=False) for p in sorted(path.glob("*.npy"))
-                    if p.stem in SPLITS}
+            files = [p for p in sorted(path.glob("*.npy")) if p.stem in SPLITS]
+            return {p.stem: None if names_only else np.load(p, mmap_mode="r", allow_pickle=False) for p in files}
         with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files if name in SPLITS}
+            return {name: None if names_only else archive[name] for name in archive.files if name in SPLITS}
     except ValueError as err:
         if any(sign in str(err) for sign in ("allow_pickle", "Object arrays", "Python objects")):
             raise DataError(f"{path} holds object (pickled) arrays; vae-jax never unpickles data files, since "
@@ -83,6 +119,13 @@ def _read(path: Path) -> dict[str, np.ndarray]:
     except (OSError, zipfile.BadZipFile, EOFError) as err:
         raise DataFileError(f"cannot read {path} ({type(err).__name__}: {err}); give an .npz file or a folder "
                             "of train.npy [, validation.npy, test.npy].") from None
+
+
+def split_names(path: Path) -> list[str]:
+    """The split arrays an array dataset holds, without reading them."""
+    if not path.exists():
+        raise DataFileError(f"{path} does not exist; give an .npz file or a folder of .npy files.")
+    return list(_read(path, names_only=True))
 
 
 def _as_nhwc(name: str, array: np.ndarray) -> np.ndarray:
@@ -95,8 +138,9 @@ def _as_nhwc(name: str, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _infer_kind(name: str, array: np.ndarray, declared: str | None) -> str:
-    """The data kind of ``array`` (one pass over its values), checked against ``declared`` when given."""
+def infer_kind(name: str, array: np.ndarray, declared: str | None) -> str:
+    """The data kind of ``array`` (one pass over its values), checked against ``declared`` when given; raises
+    :class:`DataError` for values that are no image (NaN, out of range)."""
     if array.dtype == np.bool_:
         kind = "binary"
     elif np.issubdtype(array.dtype, np.integer):
@@ -123,15 +167,16 @@ def _infer_kind(name: str, array: np.ndarray, declared: str | None) -> str:
                     "array.")
 
 
-def load_arrays(path: str | Path, *, data_kind: str | None = None) -> dict[str, ImageArray]:
+def load_arrays(path: str | Path, *, data_kind: str | None = None) -> dict[str, ArrayDataset]:
     """The splits of an array dataset (see the module docstring), each checked.
 
     Args:
       path: an ``.npz`` file, or a folder of ``train.npy`` [, ``validation.npy``, ``test.npy``].
-      data_kind: None to infer the kind from the data, or one of :data:`DATA_KINDS`.
+      data_kind: None to infer the kind from the data, or one of :data:`vae_jax.pixels.DATA_KINDS`.
 
     Returns:
-      ``{split: ImageArray}`` for the splits present; all share one (H, W, C) and one kind.
+      ``{split: ArrayDataset}`` for the splits present, each stored as its kind (:func:`vae_jax.pixels.as_stored`:
+      bool, uint8 or float); all share one (H, W, C) and one kind.
 
     Raises:
       DataError: no ``train`` array, a split that is empty, of another shape or kind than ``train``, not
@@ -155,13 +200,40 @@ def load_arrays(path: str | Path, *, data_kind: str | None = None) -> dict[str, 
         images = _as_nhwc(name, arrays[split])
         if images.shape[0] == 0:
             raise DataError(f"{name} is empty; every split needs at least one image.")
-        splits[split] = ImageArray(images, _infer_kind(name, images, data_kind), name)
+        kind = infer_kind(name, images, data_kind)
+        splits[split] = ArrayDataset(as_stored(images, kind), None, str(path), split, kind)
     train = splits["train"]
     for split in splits.values():
         if split.shape != train.shape:
-            raise DataError(f"{split.name} holds {split.shape} images but {train.name} holds {train.shape}; every "
-                            "split needs the same height, width and channels.")
+            raise DataError(f"{path}:{split.split} holds {split.shape} images but {path}:train holds {train.shape}; "
+                            "every split needs the same height, width and channels.")
         if split.kind != train.kind:
-            raise DataError(f"{split.name} is {split.kind} data but {train.name} is {train.kind}; store every split "
-                            "the same way, or pass --data-kind.")
+            raise DataError(f"{path}:{split.split} is {split.kind} data but {path}:train is {train.kind}; store every "
+                            "split the same way, or pass --data-kind.")
     return splits
+
+
+def select(splits: dict[str, ArrayDataset], expression: str) -> ArrayDataset:
+    """The examples a TFDS split expression names (``train``, ``train[:5000]``, ``test[80%:]``,
+    ``train[:10]+test[:10]``), read by TFDS's own parser so the slices mean what they mean for TFDS datasets
+    (percentages round to the closest example). A single slice of one split is a view, not a copy.
+
+    Raises:
+      ConfigError: an unknown split, a malformed expression, or one that selects no example.
+    """
+    import tensorflow_datasets as tfds
+
+    first = next(iter(splits.values()))
+    sizes = {name: types.SimpleNamespace(num_examples=len(s), shard_lengths=[len(s)]) for name, s in splits.items()}
+    try:
+        parts = tfds.core.ReadInstruction.from_spec(expression).to_absolute(sizes)
+    except (ValueError, AssertionError) as err:
+        raise ConfigError(f"split {expression!r} of {first.name}: {str(err).splitlines()[0]} The splits here are "
+                          f"{', '.join(splits)}; slices look like 'train[:5000]', 'test[1000:2000]' or 'train[90%:]'."
+                          ) from None
+    pieces = [splits[p.splitname].images[p.from_:p.to] for p in parts]
+    images = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+    if len(images) == 0:
+        raise ConfigError(f"split {expression!r} of {first.name} selects no examples (the slice is empty or "
+                          "reversed); choose a non-empty slice such as 'train[:1000]'.")
+    return ArrayDataset(images, None, first.name, expression, first.kind)

@@ -14,7 +14,6 @@ import sys
 from vae_jax import commands
 from vae_jax.cli_options import HelpFormatter, add_config_options, parse_int
 from vae_jax.config import ModelConfig, TrainConfig
-from vae_jax.data import DATASETS
 from vae_jax.errors import UserError
 from vae_jax.evaluate import EvalConfig
 from vae_jax.signals import signal_of, stop_signals_raise
@@ -26,7 +25,10 @@ def _data_args(p: argparse.ArgumentParser, recorded: bool):
                    f"(default: {run}$TFDS_DATA_DIR/downloads/manual)")
     p.add_argument("--data-dir", help=f"where prepared datasets are stored (default: {run}$TFDS_DATA_DIR or "
                    "~/tensorflow_datasets)")
-    p.add_argument("--download", action="store_true", help="download missing dataset files (checksum-verified)")
+    p.add_argument("--download", action="store_true", help="download missing dataset files (checksum-verified), or "
+                   "download and prepare a TFDS dataset")
+    p.add_argument("--allow-changed-data", action="store_true", help="use an array file that changed since the run "
+                   "was made (with a warning) instead of refusing it")
 
 
 def _checkpoint_arg(p: argparse.ArgumentParser):
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = command("train", "train a VAE (resumes if WORKDIR holds a checkpoint)")
     t.add_argument("--workdir", required=True, help="run folder: config.json, metrics.jsonl, checkpoints/")
     add_config_options(t, ModelConfig)
-    add_config_options(t, TrainConfig, choices={"dataset": DATASETS})
+    add_config_options(t, TrainConfig)
     _data_args(t, recorded=False)
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard event files in WORKDIR/tensorboard")

@@ -78,7 +78,7 @@ def add_config_options(parser: argparse.ArgumentParser, cls, choices: dict | Non
     for field in dataclasses.fields(cls):
         if field.metadata.get("cli", True) is False or (only is not None and field.name not in only):
             continue
-        flag, help_text = "--" + field.name.replace("_", "-"), field.metadata["help"]
+        flag, help_text = "--" + field.name.replace("_", "-"), field.metadata["help"].replace("%", "%%")
         if hints[field.name] is bool:
             parser.add_argument(flag, action="store_true", help=help_text)
             continue

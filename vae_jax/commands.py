@@ -1,5 +1,6 @@
 """What each ``vae-jax`` command does, given its parsed arguments."""
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -16,20 +17,24 @@ from vae_jax.errors import BackendError, ConfigError
 from vae_jax.evaluate import EvalConfig, evaluation_key
 from vae_jax.evaluate import bdmc as run_bdmc
 from vae_jax.evaluate import evaluate as run_estimators
+from vae_jax.pixels import to_unit_float
 from vae_jax.rundir import RunFolder, load_run, write_json
 from vae_jax.streams import BINARIZE_STREAM
 from vae_jax.train_loop import train_and_evaluate
 
 AIS_OPTIONS = ("ais_chains", "ais_temperatures", "leapfrog_steps", "ais_start", "seed")  # of EvalConfig
-MAX_IMAGES = images.max_images()  # 1,024 28 x 28 images: a 32 x 32 grid, a ~7 MB PNG
+MAX_IMAGES = images.max_images()  # of 28 x 28 images: 1,024, a 32 x 32 grid (larger images: fewer, images.max_images)
 
 
 def _data_options(args) -> DataOptions:
-    return DataOptions(data_dir=args.data_dir, manual_dir=args.manual_dir, download=args.download)
+    return DataOptions(data_dir=args.data_dir, manual_dir=args.manual_dir, download=args.download,
+                       allow_changed_data=args.allow_changed_data)
 
 
 def experiment_config(args) -> ExperimentConfig:
-    return ExperimentConfig(config_from_args(ModelConfig, args), config_from_args(TrainConfig, args))
+    """The run's config from the options; the example shape is left for the training data to fill."""
+    model = dataclasses.replace(config_from_args(ModelConfig, args), data_shape=None, data_dim=None)
+    return ExperimentConfig(model, config_from_args(TrainConfig, args))
 
 
 def check_options(args):
@@ -92,9 +97,16 @@ def _output_path(args, default: Path | None = None) -> Path:
 
 
 def _load_images(folder: RunFolder, config: ExperimentConfig, split: str, args) -> data_lib.ArrayDataset:
+    """``split`` of the run's data, found from the run folder; an array file must be the one the run recorded
+    (or ``--allow-changed-data``) and the data must suit the model."""
     options = folder.data_options(_data_options(args))
-    return data_lib.load(config.train.dataset, split, data_dir=options.data_dir, manual_dir=options.manual_dir,
-                         download=options.download)
+    fingerprints = {}
+    dataset, = data_lib.load_splits(folder.dataset(config), [split], data_dir=options.data_dir,
+                                    manual_dir=options.manual_dir, download=options.download,
+                                    data_kind=config.train.data_kind, fingerprints=fingerprints)
+    folder.check_data_unchanged(fingerprints, options.allow_changed_data)
+    data_lib.check_data_fits_model(dataset, config)
+    return dataset
 
 
 def evaluate(args):
@@ -104,11 +116,10 @@ def evaluate(args):
     _announce_loading(args, f" and {eval_config.split}")
     config, vae, params, step = load_run(args.workdir, args.checkpoint)
     dataset = _load_images(folder, config, eval_config.split, args)
-    data_lib.check_data_fits_model(dataset, config)
-    xs = dataset.images[: eval_config.max_examples]
+    xs = dataset.flat[: eval_config.max_examples]  # as stored: converted a batch at a time
     if config.train.binarize:  # evaluate on one fixed binarization of the grey levels
         key = jax.random.fold_in(evaluation_key(eval_config.seed), BINARIZE_STREAM)
-        xs = np.asarray(data_lib.binarize(key, jnp.asarray(xs)))
+        xs = np.asarray(data_lib.binarize(key, to_unit_float(jnp.asarray(xs)))).astype(bool)
 
     def report(name, summary):
         heavy = summary.get("khat_above_0.7")
@@ -119,7 +130,7 @@ def evaluate(args):
         stderr = "undefined" if len(xs) < 2 else f"{summary['stderr']:.3f}"  # one example has no spread
         print(f"  {name:<11} {summary['mean']:10.3f} +- {stderr} nats (n={len(xs)}, {counts}{warning})", flush=True)
 
-    print(f"evaluating checkpoint {step} on {config.train.dataset} {eval_config.split} ({len(xs)} examples); "
+    print(f"evaluating checkpoint {step} on {dataset.name} {eval_config.split} ({len(xs)} examples); "
           "compiling the estimators first...", flush=True)
     result = run_estimators(vae, params, xs, evaluation_key(eval_config.seed), eval_config, report=report,
                             progress=not args.no_progress)
@@ -150,35 +161,39 @@ def _announce_loading(args, more: str = ""):
     print(f"loading the {args.checkpoint} checkpoint of {args.workdir}{more}...", flush=True)
 
 
-def _image_output(args) -> Path:
-    RunFolder(args.workdir).require_config()
-    if args.num > MAX_IMAGES:
-        raise ConfigError(f"--num {args.num} is more than the {MAX_IMAGES} images a grid holds; "
-                          f"ask for at most {MAX_IMAGES}.")
+def _image_output(args) -> tuple[Path, tuple[int, ...]]:
+    """The checked PNG path and the run's example shape, before anything is loaded."""
+    shape = RunFolder(args.workdir).require_config().model.data_shape
+    if len(shape) != 3:
+        raise ConfigError(f"the run models vectors of shape {shape}, not images; there is no grid to draw.")
+    most = images.max_images(shape)
+    if args.num > most:
+        raise ConfigError(f"--num {args.num} is more than the {most} images of {shape[0]} x {shape[1]} a grid holds; "
+                          f"ask for at most {most}.")
     path = images.check_png_path(_output_path(args))
     _announce_loading(args)
-    return path
+    return path, shape
 
 
 def sample(args):
-    out = _image_output(args)
+    out, shape = _image_output(args)
     config, vae, params, step = load_run(args.workdir, args.checkpoint)
     z = jax.random.normal(jax.random.key(args.seed), (args.num, config.model.latent_dim))
     means = jax.vmap(vae.mean_image, (None, 0))(params, z)
-    path = images.save_grid(np.asarray(means), out)
+    path = images.save_grid(np.asarray(means), out, image_shape=shape)
     return f"wrote {args.num} samples (mean images E[x|z], z ~ N(0, I), checkpoint {step}) to {path}"
 
 
 def reconstruct(args):
-    out = _image_output(args)
+    out, shape = _image_output(args)
     folder = RunFolder(args.workdir)
     dataset = _load_images(folder, folder.require_config(), args.split, args)
     config, vae, params, step = load_run(args.workdir, args.checkpoint)
-    xs = jnp.asarray(dataset.images[: args.num])
+    xs = jnp.asarray(dataset.as_float(args.num))
     means, _ = jax.vmap(vae.encode, (None, 0))(params, xs)
     recon = jax.vmap(vae.mean_image, (None, 0))(params, means)
     num_cols = min(8, len(xs))
     cells = images.interleave_rows(np.asarray(xs), np.asarray(recon), num_cols)
-    path = images.save_grid(cells, out, num_cols=num_cols)
+    path = images.save_grid(cells, out, num_cols=num_cols, image_shape=shape)
     return (f"wrote {len(xs)} originals and their reconstructions (decoded posterior means, checkpoint {step}) "
             f"to {path}")

@@ -22,6 +22,9 @@ SCHEDULES = ("constant", "cosine", "exponential", "burda")
 OUTPUT_BIAS_INITS = ("zero", "data_mean")
 SEED_RANGE = (-(2**63), 2**63)  # what jax.random.key accepts
 MAX_COUNT = 2**31 - 1  # counts and sizes index int32 arrays (sample m is fold_in(key, m), steps, examples)
+MNIST_SHAPE = (28, 28, 1)  # the default example shape (data_dim 784)
+DATA_KINDS = ("binary", "uint8", "continuous")  # see vae_jax.pixels
+LEGACY_DATA_KINDS = {"binarized_mnist": "binary", "mnist": "uint8", "fashion_mnist": "uint8"}
 
 
 def option(default, help: str, **metadata):
@@ -95,13 +98,19 @@ def validate_fields(obj):
 class ModelConfig:
     """The VAE architecture and its likelihood.
 
-    ``data_dim`` is D, the length of a flattened example; ``latent_dim`` is K. The decoder's hidden widths
+    ``data_shape`` is the shape of one example, (H, W, C) for images or (D,) for vectors, and ``data_dim`` is D,
+    the length of a flattened example, derived from it (give ``data_dim`` alone for vector data). The
+    command line takes the shape from the training data; ``data_shape=None`` asks
+    :func:`vae_jax.train_and_evaluate` to do the same. ``latent_dim`` is K. The decoder's hidden widths
     mirror the encoder's in reverse. A learned per-pixel sigma is floored at ``min_sigma``: pixels that are
     constant in the data (MNIST's borders) otherwise drive it to 0 and the density to +infinity. A fixed
     ``sigma`` may be any positive number.
     """
 
-    data_dim: int = option(784, "length D of a flattened example", positive=True, cli=False)
+    data_shape: tuple[int, ...] | None = option(MNIST_SHAPE, "shape of one example: (H, W, C), or (D,) for vectors; "
+                                                "None: the training data's", positive=True, cli=False)
+    data_dim: int | None = option(None, "length D of a flattened example, the product of data_shape (derived)",
+                                  positive=True, cli=False)
     latent_dim: int = option(50, "dimension K of z", positive=True)
     hidden: tuple[int, ...] = option((200, 200), "hidden widths of the encoder, comma-separated (the decoder "
                                      "mirrors them)", positive=True)
@@ -116,16 +125,40 @@ class ModelConfig:
     max_log_var: float = option(20.0, "upper bound of the encoder's log variance", cli=False)
 
     def __post_init__(self):
-        if isinstance(self.hidden, list):
-            object.__setattr__(self, "hidden", tuple(self.hidden))
+        for name in ("hidden", "data_shape"):
+            if isinstance(getattr(self, name), list):  # from JSON
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.hidden == ():
             raise ConfigError("hidden must list at least one width, such as 200,200.")
         validate_fields(self)
+        self._derive_data_dim()
         if self.learn_sigma and not self.min_sigma <= self.sigma:  # the floor concerns a learned sigma only
             raise ConfigError(f"a learned sigma starts at sigma = {self.sigma!r}, below its floor min_sigma = "
                               f"{self.min_sigma!r}; start it at or above the floor.")
         if not self.min_log_var < self.max_log_var:
             raise ConfigError("min_log_var must be smaller than max_log_var.")
+
+    def _derive_data_dim(self):
+        """data_dim = prod(data_shape); a data_dim given alone (older configs, vector data) sets the shape: 784 is
+        MNIST's (28, 28, 1), any other D is (D,)."""
+        shape, dim = self.data_shape, self.data_dim
+        if dim is not None and shape == MNIST_SHAPE and dim != 784:
+            shape = (dim,)  # data_dim given alone
+        if shape is not None:
+            if len(shape) not in (1, 3):
+                raise ConfigError(f"data_shape must be (H, W, C) for images or (D,) for vectors, got {shape!r}.")
+            if dim is not None and dim != math.prod(shape):
+                raise ConfigError(f"data_dim {dim} is not the size of data_shape {shape!r} "
+                                  f"({math.prod(shape)}); give data_shape alone.")
+            dim = math.prod(shape)
+            if dim > MAX_COUNT:
+                raise ConfigError(f"data_shape {shape!r} has {dim:,} values, more than {MAX_COUNT:,}.")
+        object.__setattr__(self, "data_shape", shape)
+        object.__setattr__(self, "data_dim", dim)
+
+    def with_data_shape(self, shape: tuple[int, ...]) -> "ModelConfig":
+        """This config for examples of ``shape`` (data_dim follows)."""
+        return dataclasses.replace(self, data_shape=tuple(shape), data_dim=None)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -148,9 +181,15 @@ class TrainConfig:
     derives from the base key ``seed`` with ``fold_in``.
     """
 
-    dataset: str = option("binarized_mnist", "training data")
-    train_split: str | None = option(None, "TFDS split to train on (default: the dataset's own)")
-    valid_split: str | None = option(None, "TFDS split for validation (default: the dataset's own)")
+    dataset: str = option("binarized_mnist", "training data: a TFDS dataset name, or an .npz file / a folder of "
+                          ".npy files with arrays train [, validation, test] (see README, 'Your own data')")
+    data_kind: str | None = option(None, "what the values are: binary (0/1), uint8 (levels 0..255) or continuous "
+                                   "(floats in [0, 1]); default: from the data (set it for floats that are all 0/1)",
+                                   choices=DATA_KINDS)
+    train_split: str | None = option(None, "split to train on, TFDS syntax such as 'train[:5000]' (default: the "
+                                     "dataset's own; for arrays without validation, train[:90%])")
+    valid_split: str | None = option(None, "split for validation (default: the dataset's own; for arrays without "
+                                     "validation, train[90%:])")
     binarize: bool = option(False, "dynamic binarization of grey levels, redrawn every step")
     epochs: int = option(10, "epochs to train in total", positive=True)
     batch_size: int = option(100, "examples per step", positive=True)
@@ -219,7 +258,10 @@ class ExperimentConfig:
         unknown = sorted(set(data) - {"model", "train"})
         if unknown:
             raise ConfigError(f"unknown section(s) {unknown}; a run's config has 'model' and 'train'.")
-        return cls(ModelConfig.from_dict(data["model"]), _from_dict(TrainConfig, data["train"], "train"))
+        train = data["train"]
+        if isinstance(train, dict) and "data_kind" not in train:  # written before data kinds were recorded
+            train = {**train, "data_kind": LEGACY_DATA_KINDS.get(train.get("dataset"))}
+        return cls(ModelConfig.from_dict(data["model"]), _from_dict(TrainConfig, train, "train"))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -23,6 +23,7 @@ from vae_jax.ais import ais_log_marginal, reverse_ais_log_marginal
 from vae_jax.diagnostics import KHAT_UNRELIABLE
 from vae_jax.errors import ConfigError
 from vae_jax.memory import check_fits
+from vae_jax.pixels import to_unit_float
 from vae_jax.progress import ChunkBar
 from vae_jax.estimators import importance_log_marginal_stats
 from vae_jax.models import VAE
@@ -259,13 +260,16 @@ def compile_checked(fn, key: PRNGKey, images: np.ndarray, batch_size: int, what:
     batch = padded_batch_size(batch_size, images.shape[0])
     mesh = parallel.data_mesh(batch)
     keys = parallel.batch_spec((batch,), key.dtype, mesh)
-    xs = parallel.batch_spec((batch, *images.shape[1:]), jnp.asarray(images[:1]).dtype, mesh)
+    xs = parallel.batch_spec((batch, *images.shape[1:]), to_unit_float(jnp.asarray(images[:1])).dtype, mesh)
     check_fits(fn.lower(keys, xs).compile(), f"{what} ({batch} examples at once)", advice)
 
 
 def map_in_batches(fn, key: PRNGKey, images: np.ndarray, batch_size: int, *,
                    progress: str | None = None) -> dict[str, np.ndarray]:
     """Applies ``fn(keys [B], xs [B, D]) -> {name: [B]}`` to ``images`` [N, D] in padded batches.
+
+    ``images`` may be stored as bool, uint8 or float (:mod:`vae_jax.pixels`): each batch is converted to
+    inputs in [0, 1] on the device, so a large set is never held as float32.
 
     Example ``i`` gets ``fold_in(key, i)``. With ``progress`` (a label), a bar over the examples shows
     the rate and the time left. Returns ``{name: [N]}`` as NumPy arrays.
@@ -279,7 +283,8 @@ def map_in_batches(fn, key: PRNGKey, images: np.ndarray, batch_size: int, *,
             index = np.arange(start, start + batch_size)
             xs = images[np.minimum(index, n - 1)]  # pad the last batch by repeating the last example
             keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.asarray(index))
-            xs, keys = parallel.shard_batch(jnp.asarray(xs), mesh), parallel.shard_batch(keys, mesh)
+            xs = to_unit_float(jnp.asarray(xs))  # stored images (bool, uint8, float) -> inputs, on the device
+            xs, keys = parallel.shard_batch(xs, mesh), parallel.shard_batch(keys, mesh)
             outputs.append(parallel.to_host(fn(keys, xs)))
             bar.update(min(batch_size, n - start))
     merged = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}

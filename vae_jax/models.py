@@ -80,6 +80,11 @@ class VAE:
 
     config: ModelConfig
 
+    def __post_init__(self):
+        if self.config.data_shape is None:
+            raise ConfigError("the model's data_shape is not set (None means 'from the training data', which only "
+                              "training fills in); give ModelConfig(data_shape=(H, W, C)) or data_dim=D.")
+
     @property
     def encoder(self) -> Encoder:
         return Encoder(self.config)

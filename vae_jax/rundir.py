@@ -2,7 +2,8 @@
 
     WORKDIR/
       config.json             the run's ExperimentConfig (each checkpoint keeps its own copy too)
-      data_source.json        where the data came from (data dir, manual dir), so later commands need not repeat it
+      data_source.json        where the data came from (data dir, manual dir, an array file and its fingerprints),
+                              so later commands need not repeat it and a changed array file is noticed
       metrics.jsonl           one JSON object per completed epoch, one line each
       tensorboard/            the same curves and sample grids as TensorBoard event files
       checkpoints/<step>/     Orbax checkpoints: the latest few and the best by validation ELBO
@@ -31,7 +32,7 @@ import jax
 from vae_jax.checkpoint import Checkpointer
 from vae_jax.config import ExperimentConfig
 from vae_jax.data import DataOptions
-from vae_jax.errors import CheckpointError, ConfigError, RunFolderError, RunLockedError
+from vae_jax.errors import CheckpointError, ConfigError, DataError, RunFolderError, RunLockedError
 from vae_jax.models import VAE
 from vae_jax.train_step import TrainState, make_optimizer
 from vae_jax.types import Params
@@ -170,18 +171,56 @@ class RunFolder:
         candidates = [str(self.path / p) for p in paths if p is not None]  # an absolute p stays itself
         return next((p for p in candidates if Path(p).is_dir()), candidates[0] if candidates else None)
 
-    def write_data_source(self, options: DataOptions):
-        """Records ``options``' folders, absolute and relative to the run folder (see :meth:`read_data_source`)."""
+    def write_data_source(self, options: DataOptions, dataset: str | None = None, fingerprints: dict | None = None):
+        """Records ``options``' folders, absolute and relative to the run folder (see :meth:`read_data_source`),
+        and for an array file its path (both ways too) and ``fingerprints`` (:meth:`check_data_unchanged`)."""
         options = options.absolute()
         relative = lambda p: None if p is None else os.path.relpath(p, self.path.absolute())
+        arrays = dataset if fingerprints else None
         write_json(self.data_source_path, {
-            "data_dir": options.data_dir, "manual_dir": options.manual_dir,
+            "data_dir": options.data_dir, "manual_dir": options.manual_dir, "dataset": arrays,
             "relative_to_run_folder": {"data_dir": relative(options.data_dir),
-                                       "manual_dir": relative(options.manual_dir)}})
+                                       "manual_dir": relative(options.manual_dir), "dataset": relative(arrays)},
+            "fingerprints": fingerprints or None})
+
+    def _read_data_source_json(self) -> dict:
+        try:
+            recorded = json.loads(self.data_source_path.read_text())
+            return recorded if isinstance(recorded, dict) else {}
+        except (OSError, ValueError):
+            return {}  # read_data_source says so
 
     def data_options(self, given: DataOptions) -> DataOptions:
         """``given`` options where set, the recorded data source elsewhere."""
         return given.merged_over(self.read_data_source())
+
+    def dataset(self, config: ExperimentConfig) -> str:
+        """Where the run's data is: an array file at its recorded path, or relative to the run folder when only
+        that exists (the tree was moved); else ``config.train.dataset`` (a dataset name)."""
+        recorded = self._read_data_source_json()
+        relative = (recorded.get("relative_to_run_folder") or {}).get("dataset")
+        if not recorded.get("dataset"):
+            return config.train.dataset
+        candidates = [recorded["dataset"]] + ([str(self.path / relative)] if relative else [])
+        return next((p for p in candidates if Path(p).exists()), config.train.dataset)
+
+    def check_data_unchanged(self, fingerprints: dict, allow_changed: bool, log: Callable[[str], None] = print):
+        """Raises :class:`DataError` when an array file's splits differ from those the run recorded
+        (shape, dtype or content), unless ``allow_changed``: then it warns and goes on."""
+        recorded = self._read_data_source_json().get("fingerprints") or {}
+        changed = [split for split in fingerprints if split in recorded and recorded[split] != fingerprints[split]]
+        if not changed:
+            return
+        describe = lambda fp: f"{tuple(fp.get('shape', ()))} {fp.get('dtype')}, sha256 {str(fp.get('sha256'))[:12]}"
+        lines = "; ".join(f"{split}: {describe(recorded[split])} when the run was made, {describe(fingerprints[split])} "
+                          "now" for split in changed)
+        if allow_changed:
+            log(f"warning: the data changed since {self.path} was made ({lines}); using it anyway "
+                "(--allow-changed-data)")
+            self.append_log(f"data changed since the run was made, used with --allow-changed-data: {lines}")
+            return
+        raise DataError(f"the data of {self.path} changed since the run was made ({lines}). Restore the file the run "
+                        "was made with, or pass --allow-changed-data to use the new one anyway.")
 
     # --- metrics -------------------------------------------------------------------------------------
     def read_metrics(self, log: Callable[[str], None] | None = None) -> list[dict]:

@@ -52,9 +52,10 @@ class TensorBoardLog:
                 self._writer.add_scalar(tag, value, record["epoch"])
 
     def image_grid(self, tag: str, images: np.ndarray, epoch: int, num_cols: int = 8):
-        """[N, H, W] images in [0, 1] as one grey grid image."""
-        grid = tile(np.clip(np.asarray(images, np.float32), 0.0, 1.0), num_cols)
-        self._writer.add_image(tag, grid, epoch, dataformats="HW")
+        """[N, H, W, C] images in [0, 1] (C = 1 or 3) as one grey or colour grid image."""
+        images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+        grid = tile(images[..., 0] if images.shape[-1] == 1 else images, num_cols)
+        self._writer.add_image(tag, grid, epoch, dataformats="HW" if grid.ndim == 2 else "HWC")
 
     def close(self):
         self._writer.close()

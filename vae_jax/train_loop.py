@@ -1,6 +1,7 @@
 """The training loop: data, resume, epochs, validation, metrics and checkpoints in a run folder."""
 
 import contextlib
+import dataclasses
 import functools
 import time
 from pathlib import Path
@@ -17,9 +18,10 @@ from vae_jax.config import ExperimentConfig
 from vae_jax.data import DataOptions
 from vae_jax.errors import ConfigError, ConfigMismatchError, NonFiniteError, RunFolderError
 from vae_jax.evaluate import SPEC, EvalConfig, map_in_batches
-from vae_jax.images import MNIST_SHAPE
+from vae_jax.images import max_images
 from vae_jax.memory import check_bytes_fit, check_fits, tree_bytes
 from vae_jax.models import VAE
+from vae_jax.pixels import to_unit_float
 from vae_jax.rundir import RunFolder
 from vae_jax.signals import signal_of, stop_signals_raise
 from vae_jax.tensorboard_log import TensorBoardLog
@@ -43,17 +45,26 @@ def check_config(saved: ExperimentConfig | None, config: ExperimentConfig, where
                               + "\n" + advice)
 
 
-def load_training_data(config: ExperimentConfig, options: DataOptions):
-    """(train, validation) :class:`ArrayDataset` after checking they suit the model."""
+def load_training_data(config: ExperimentConfig, options: DataOptions, folder: RunFolder | None = None, log=print):
+    """(config, train, validation, fingerprints): the two splits as :class:`ArrayDataset`, ``config`` completed
+    from the data (:func:`vae_jax.data.config_for_data`), and an array file's fingerprints (else ``{}``), after
+    checking that the data suit the model and, in a run folder that recorded them, that an array file has not
+    changed (:meth:`RunFolder.check_data_unchanged`)."""
     tc = config.train
-    default_train, default_valid = data_lib.DEFAULT_SPLITS[tc.dataset]
-    kwargs = dict(data_dir=options.data_dir, manual_dir=options.manual_dir, download=options.download)
-    train = data_lib.load(tc.dataset, tc.train_split or default_train, **kwargs)
-    valid = data_lib.load(tc.dataset, tc.valid_split or default_valid, **kwargs)
+    default_train, default_valid = data_lib.default_splits(tc.dataset, data_dir=options.data_dir)
+    splits = [tc.train_split or default_train, tc.valid_split or default_valid]
+    kwargs = dict(data_dir=options.data_dir, manual_dir=options.manual_dir, download=options.download,
+                  data_kind=tc.data_kind)
+    log(f"loading {tc.dataset} ({splits[0]} to train, {splits[1]} to validate)...")
+    fingerprints = {}
+    train, valid = data_lib.load_splits(tc.dataset, splits, fingerprints=fingerprints, **kwargs)
+    if folder is not None:
+        folder.check_data_unchanged(fingerprints, options.allow_changed_data, log)
+    config = data_lib.config_for_data(config, train)
     data_lib.check_data_fits_model(train, config)
     if len(train) < tc.batch_size:
         raise ConfigError(f"batch size {tc.batch_size} is larger than the training split ({len(train)} examples).")
-    return train, valid
+    return config, train, valid, fingerprints
 
 
 def make_validation_elbo(vae: VAE):
@@ -111,6 +122,22 @@ def _check_finite(train_metrics: dict, epoch: int, saved_epoch: int):
         )
 
 
+def _completed_like(config: ExperimentConfig, saved: ExperimentConfig | None) -> ExperimentConfig:
+    """``config`` with what the data completes (:func:`vae_jax.data.config_for_data`) taken from ``saved``, to
+    compare the options with a saved run before the data is read (a mismatch then fails fast)."""
+    if saved is None:
+        return config
+    model, tc = config.model, config.train
+    if model.data_shape is None:
+        model = model.with_data_shape(saved.model.data_shape)
+    if tc.data_kind is None:
+        tc = dataclasses.replace(tc, data_kind=saved.train.data_kind)
+    if data_lib.dataset_source(tc.dataset) == "arrays" and \
+            Path(tc.dataset).expanduser().absolute() == Path(saved.train.dataset):
+        tc = dataclasses.replace(tc, dataset=saved.train.dataset)
+    return dataclasses.replace(config, model=model, train=tc)
+
+
 def _check_model_fits(vae: VAE, optimizer):
     """Sizes the parameters and optimizer state before they exist: --hidden 100000,100000 is refused, not a crash."""
     abstract = jax.eval_shape(lambda key: TrainState.create(vae.init(key), optimizer), jax.random.key(0))
@@ -121,7 +148,7 @@ def _check_model_fits(vae: VAE, optimizer):
 def _initial_state(vae: VAE, config: ExperimentConfig, optimizer, base_key, train) -> TrainState:
     params = vae.init(jax.random.fold_in(base_key, INIT_STREAM))
     if config.train.output_bias_init == "data_mean":
-        params = vae.with_output_bias(params, train.images.mean(axis=0))
+        params = vae.with_output_bias(params, train.mean_image())
     return TrainState.create(params, optimizer)
 
 
@@ -141,9 +168,12 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
     """
     folder, tc = RunFolder(workdir), config.train
     folder.check_not_a_file()
-    check_config(folder.read_config(), config, str(folder.path))
-    log(f"loading {tc.dataset} ({tc.train_split or 'train'} and {tc.valid_split or 'validation'} splits)...")
-    train, valid = load_training_data(config, options)  # bad data fails before anything is written
+    saved = folder.read_config()
+    check_config(saved, _completed_like(config, saved), str(folder.path))
+    # bad data fails before anything is written
+    config, train, valid, fingerprints = load_training_data(config, options, folder, log)
+    check_config(saved, config, str(folder.path))
+    tc = config.train
     steps_per_epoch = len(train) // tc.batch_size
     vae = VAE(config.model)
     optimizer = make_optimizer(tc, tc.epochs * steps_per_epoch)
@@ -163,7 +193,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
                 log(f"resuming from checkpoint {int(state.step)} (epoch {saved_epoch}) in {folder.path}")
             if primary:
                 folder.write_config(config)
-                folder.write_data_source(options)
+                folder.write_data_source(options, tc.dataset, fingerprints)
                 folder.keep_metrics_through(saved_epoch, log)
             if saved_epoch == tc.epochs:
                 log(f"{folder.path} is already trained to epoch {saved_epoch}; nothing to do")
@@ -182,19 +212,24 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
 
 
 def _sample_means(vae: VAE, base_key, num: int = 64):
-    """``params -> [num, 28, 28]`` mean images E[x|z] of ``num`` fixed z ~ N(0, I), for the sample grids."""
+    """``params -> [num, H, W, C]`` mean images E[x|z] of ``num`` fixed z ~ N(0, I), for the sample grids
+    (None for vector data, which has no image to draw)."""
+    if len(vae.config.data_shape) != 3:
+        return None
+    num = min(num, max_images(vae.config.data_shape))
     z = jax.random.normal(jax.random.fold_in(base_key, SAMPLES_STREAM), (num, vae.config.latent_dim))
     means = jax.jit(lambda params: jax.vmap(vae.mean_image, (None, 0))(params, z))
-    return lambda params: np.asarray(means(params)).reshape(num, *MNIST_SHAPE)
+    return lambda params: np.asarray(means(params)).reshape(num, *vae.config.data_shape)
 
 
 def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_epoch, train, valid, progress, log,
                   curves):
     tc = config.train
     steps_per_epoch = len(train) // tc.batch_size
-    images, valid_images = jnp.asarray(train.images), valid.images
+    train_images, valid_images = jnp.asarray(train.flat), valid.flat  # as stored: converted a batch at a time
     if tc.binarize:  # validate on one fixed binarization, so epochs are comparable
-        valid_images = np.asarray(data_lib.binarize(jax.random.fold_in(base_key, BINARIZE_STREAM), valid_images))
+        valid_images = np.asarray(data_lib.binarize(jax.random.fold_in(base_key, BINARIZE_STREAM),
+                                                    to_unit_float(jnp.asarray(valid_images))))
     data_key, train_key = (jax.random.fold_in(base_key, s) for s in (DATA_STREAM, TRAIN_STREAM))
     mesh = parallel.data_mesh(tc.batch_size)
     state = parallel.replicate(state, mesh)
@@ -202,7 +237,7 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
         sharding = jax.tree_util.tree_leaves(state.params)[0].sharding
         log(f"training data-parallel over {mesh.devices.size} devices, parameters replicated: {sharding}")
     batches_of = lambda epoch: parallel.shard_batch(  # [steps, B, D], B split across devices
-        data_lib.epoch_batches(jax.random.fold_in(data_key, epoch), images, tc.batch_size), mesh, 1)
+        data_lib.epoch_batches(jax.random.fold_in(data_key, epoch), train_images, tc.batch_size), mesh, 1)
     log(f"compiling the training epoch ({steps_per_epoch} steps of {tc.batch_size} examples)...")
     compile_start = time.perf_counter()
     upcoming = batches_of(saved_epoch + 1)  # the first epoch's batches, also the shapes to compile for
@@ -234,7 +269,7 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
                 folder.append_metrics(record)
             if curves is not None:
                 curves.scalars(record)
-                if curves.wants_images(epoch, tc.epochs):
+                if sample_means is not None and curves.wants_images(epoch, tc.epochs):
                     curves.image_grid("samples", sample_means(new_state.params), epoch)
             state = new_state
             bar.set_postfix(train_elbo=f"{record['train_elbo']:.2f}", valid_elbo=f"{record['valid_elbo']:.2f}")

@@ -17,6 +17,7 @@ from jax import lax
 
 from vae_jax.config import TrainConfig
 from vae_jax.data import binarize
+from vae_jax.pixels import to_unit_float
 from vae_jax.estimators import importance_log_weights
 from vae_jax.models import VAE
 from vae_jax.objectives import kl_standard_normal, reparameterized_log_likelihoods
@@ -82,13 +83,15 @@ def example_loss(vae: VAE, config: TrainConfig, params: Params, eps: Array, x: A
 
 
 def step_noise(config: TrainConfig, latent_dim: int, train_key: PRNGKey, step: Array, xs: Array):
-    """The random draws of training step ``step``: (eps [B, S, K], the batch xs [B, D] as trained on).
+    """The random draws of training step ``step``: (eps [B, S, K], the batch xs [B, D] as trained on: the stored
+    batch in [0, 1] (:func:`vae_jax.pixels.to_unit_float`), binarized when ``config.binarize``).
 
     With ``step_key = fold_in(train_key, step)`` and ``keys = split(fold_in(step_key, 0), B)``, example b's
     samples are the stream of :func:`vae_jax.elbo_terms` and :func:`vae_jax.importance_log_marginal` with
     key ``keys[b]`` (sample s from ``fold_in(keys[b], s)``); dynamic binarization draws from
     ``fold_in(step_key, 1)``. The draws depend only on (train_key, step), so a resumed run repeats them.
     """
+    xs = to_unit_float(xs)  # stored images (bool, uint8 or float) -> inputs in [0, 1], on the device
     step_key = jax.random.fold_in(train_key, step)
     keys = jax.random.split(jax.random.fold_in(step_key, 0), xs.shape[0])
     indices = jnp.arange(config.num_samples)
@@ -181,7 +184,7 @@ def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTra
 
     def run(state: TrainState, batches: Array, train_key: PRNGKey, checked: bool):  # -> (state, epoch metrics)
         num_steps, batch_size, dim = batches.shape
-        itemsize = batches.dtype.itemsize
+        itemsize = to_unit_float(batches[:0]).dtype.itemsize  # of the inputs, whatever the storage
         per_step = batch_size * itemsize * (config.num_samples * vae.config.latent_dim + dim * config.binarize)
         chunk = noise_chunk_length(num_steps, per_step)
 
