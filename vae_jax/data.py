@@ -309,7 +309,8 @@ def check_data_fits_model(dataset: ArrayDataset, config: ExperimentConfig):
     model = config.model
     if dataset.shape != model.data_shape and not (len(model.data_shape) == 1 and dataset.data_dim == model.data_dim):
         raise DataError(f"{where} holds examples of shape {dataset.shape} but the model was made for "
-                        f"{model.data_shape}; train a model on this data, or evaluate the data it was trained on.")
+                        f"{model.data_shape}; use the data the model was made for, or a model for this shape "
+                        "(the command line takes it from the training data, as does ModelConfig(data_shape=None)).")
     check_likelihood_fits(dataset.kind, model.likelihood, config.train.binarize, where)
 
 

@@ -83,21 +83,21 @@ def example_loss(vae: VAE, config: TrainConfig, params: Params, eps: Array, x: A
 
 
 def step_noise(config: TrainConfig, latent_dim: int, train_key: PRNGKey, step: Array, xs: Array):
-    """The random draws of training step ``step``: (eps [B, S, K], the batch xs [B, D] as trained on: the stored
-    batch in [0, 1] (:func:`vae_jax.pixels.to_unit_float`), binarized when ``config.binarize``).
+    """The random draws of training step ``step``: (eps [B, S, K], the batch xs [B, D]: as stored, or binarized
+    inputs in [0, 1] when ``config.binarize``; the step converts stored batches, :func:`vae_jax.pixels.to_unit_float`).
 
     With ``step_key = fold_in(train_key, step)`` and ``keys = split(fold_in(step_key, 0), B)``, example b's
     samples are the stream of :func:`vae_jax.elbo_terms` and :func:`vae_jax.importance_log_marginal` with
     key ``keys[b]`` (sample s from ``fold_in(keys[b], s)``); dynamic binarization draws from
     ``fold_in(step_key, 1)``. The draws depend only on (train_key, step), so a resumed run repeats them.
     """
-    xs = to_unit_float(xs)  # stored images (bool, uint8 or float) -> inputs in [0, 1], on the device
     step_key = jax.random.fold_in(train_key, step)
     keys = jax.random.split(jax.random.fold_in(step_key, 0), xs.shape[0])
     indices = jnp.arange(config.num_samples)
-    eps = jax.vmap(lambda key: standard_normal_stream(key, indices, latent_dim, xs.dtype))(keys)
+    dtype = to_unit_float(xs[:0]).dtype
+    eps = jax.vmap(lambda key: standard_normal_stream(key, indices, latent_dim, dtype))(keys)
     if config.binarize:
-        xs = binarize(jax.random.fold_in(step_key, 1), xs)
+        xs = binarize(jax.random.fold_in(step_key, 1), to_unit_float(xs))
     return eps, xs
 
 
@@ -166,6 +166,7 @@ def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTra
     def step(carry, inputs, checked: bool):
         state, first_bad = carry
         xs, eps = inputs
+        xs = to_unit_float(xs)  # a stored batch (bool, uint8, float) -> inputs in [0, 1], one step at a time
         beta = kl_weight(config, state.step, steps_per_epoch)
         (loss, metrics), grads = jax.value_and_grad(batch_loss, has_aux=True)(state.params, eps, xs, beta)
         if not checked:
