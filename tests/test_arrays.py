@@ -73,10 +73,16 @@ class _CreatesAFile:
         return (open, (str(self.path), "w"))
 
 
-def test_pickled_content_is_refused_and_never_unpickled(tmp_path):
-    evidence = tmp_path / "pickle_ran"
+def pickled_objects(evidence) -> np.ndarray:
+    """An object array whose unpickling creates the file ``evidence``."""
     objects = np.empty(2, dtype=object)
     objects[:] = [_CreatesAFile(evidence), _CreatesAFile(evidence)]
+    return objects
+
+
+def test_pickled_content_is_refused_and_never_unpickled(tmp_path):
+    evidence = tmp_path / "pickle_ran"
+    objects = pickled_objects(evidence)
     np.savez(tmp_path / "objects.npz", train=objects)  # an object array inside an npz (pickled)
     with pytest.raises(DataError, match="never unpickles"):
         load_arrays(tmp_path / "objects.npz")

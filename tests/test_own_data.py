@@ -3,6 +3,7 @@ reconstruct from the run folder alone), uint8 storage converted per batch to exa
 file refused, and every bad input an exit code 2 with one message and nothing written."""
 
 import json
+import pickle
 import re
 
 import jax
@@ -14,6 +15,8 @@ from vae_jax import data as data_lib
 from vae_jax.arrays import load_arrays, select
 from vae_jax.cli import main
 from vae_jax.rundir import RunFolder, load_run
+
+from tests.test_arrays import pickled_objects
 
 RNG = np.random.default_rng(0)
 SMALL = ["--hidden", "32", "--latent-dim", "4", "--batch-size", "50", "--no-progress", "--no-tensorboard"]
@@ -98,7 +101,7 @@ def test_uint8_storage_trains_exactly_as_float_inputs(tmp_path):
     levels = (_shapes(220, 12, 10, 3) * 255).astype(np.uint8)
     np.savez(tmp_path / "levels.npz", train=levels)
     np.savez(tmp_path / "floats.npz", train=(levels / 255.0).astype(np.float32))
-    options = [*SMALL, "--likelihood", "gaussian", "--sigma", "0.3", "--epochs", "2"]
+    options = [*SMALL, "--likelihood", "gaussian", "--sigma", "0.3", "--epochs", "1"]
     for name in ("levels", "floats"):
         assert main(["train", "--workdir", str(tmp_path / name), "--dataset", str(tmp_path / f"{name}.npz"),
                      *options]) == 0
@@ -152,20 +155,8 @@ def test_a_changed_file_is_refused_unless_allowed(tmp_path, capsys):
     assert "used with --allow-changed-data" in (workdir / "vae-jax.log").read_text()
 
 
-class _CreatesAFile:
-    """Unpickling this object creates a file: the proof that a loader ran code from a data file."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
-
-
 def _pickled(tmp_path):
-    objects = np.empty(2, dtype=object)
-    objects[:] = [_CreatesAFile(tmp_path / "pickle_ran")] * 2
-    return {"train": objects}
+    return {"train": pickled_objects(tmp_path / "pickle_ran")}
 
 
 Z = np.zeros
@@ -182,6 +173,7 @@ BAD_INPUTS = [  # (arrays, extra options, what the message says)
     (lambda t: {"train": np.full((30, 4, 4), -3, np.int32)}, [], "Rescale them to 0..255"),
     (lambda t: {"train": np.full((30, 4, 4), 300, np.int32)}, [], "Rescale them to 0..255"),
     (_pickled, [], "never unpickles"),
+    (lambda t: pickle.dumps({"train": pickled_objects(t / "pickle_ran")}), [], "never unpickles"),  # a pickle named .npz
     (lambda t: {"train": Z((30, 4, 4), np.float32), "test": Z((0, 4, 4), np.float32)}, [], "test is empty"),
     (lambda t: {"train": np.full((30, 4, 4), 7, np.uint8)}, [],
      "uint8 data, which the bernoulli likelihood cannot model: use --likelihood gaussian"),
@@ -197,7 +189,11 @@ BAD_INPUTS = [  # (arrays, extra options, what the message says)
 @pytest.mark.parametrize("make, options, message", BAD_INPUTS)
 def test_bad_array_input_is_one_message_and_nothing_written(make, options, message, tmp_path, capsys):
     path = tmp_path / "bad.npz"
-    np.savez(path, **make(tmp_path))
+    arrays = make(tmp_path)
+    if isinstance(arrays, bytes):
+        path.write_bytes(arrays)
+    else:
+        np.savez(path, **arrays)
     workdir = tmp_path / "run"
     code = main(["train", "--workdir", str(workdir), "--dataset", str(path), "--batch-size", "10", *options])
     err = capsys.readouterr().err
