@@ -247,3 +247,33 @@ def test_any_tfds_image_dataset_by_name(tmp_path, capsys):
     # A name that is neither built in, an array file nor a prepared TFDS dataset says what to do.
     with pytest.raises(ValueError, match="no TFDS dataset of that name is prepared"):
         data_lib.load("vae_jax_not_made", "train", data_dir=data_dir)
+
+
+@pytest.mark.parametrize("dataset", ["binarized_mnist", "rgb"])
+def test_conv_architecture_trains_resumes_and_evaluates(dataset, shared_data, data_dir, tmp_path, capsys):
+    """--architecture conv on binarized MNIST (a few hundred images) and on an RGB 32 x 32 array file; resuming
+    continues the same run, the run folder alone evaluates and draws it."""
+    if dataset == "rgb":
+        images = DATASETS["rgb"][0]()
+        path = tmp_path / "rgb.npz"
+        np.savez(path, train=images[:300], test=images[300:])
+        source = ["--dataset", str(path), "--likelihood", "gaussian", "--sigma", "0.2"]
+        split = "test"
+    else:
+        source = ["--manual-dir", str(shared_data), "--data-dir", str(data_dir), "--train-split", "train[:300]",
+                  "--valid-split", "validation[:50]"]
+        split = "test[:40]"
+    workdir = tmp_path / "run"
+    train = ["train", "--workdir", str(workdir), "--architecture", "conv", "--channels", "8,16", *SMALL, *source]
+    assert main([*train, "--epochs", "1"]) == 0
+    assert main([*train, "--epochs", "2"]) == 0
+    steps = 6 if dataset == "binarized_mnist" else 5  # 300 or 270 (train[:90%]) images in batches of 50
+    assert f"resuming from checkpoint {steps} (epoch 1)" in capsys.readouterr().out
+    config = RunFolder(workdir).require_config()
+    assert config.model.architecture == "conv" and config.model.channels == (8, 16)
+    assert main(["evaluate", "--workdir", str(workdir), "--split", split, "--estimators", "elbo,importance",
+                 "--num-samples", "20", "--no-progress"]) == 0
+    result = json.loads(RunFolder(workdir).result_path(split).read_text())
+    assert result["num_examples"] == 40 and np.isfinite(result["importance"]["mean"])
+    assert main(["sample", "--workdir", str(workdir), "--num", "8"]) == 0
+    assert _grid(workdir / "samples.png", config.model.data_shape, 8).shape[-1] == 3

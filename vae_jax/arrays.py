@@ -192,16 +192,7 @@ def load_arrays(path: str | Path, *, data_kind: str | None = None) -> dict[str, 
     if "train" not in arrays:
         raise DataError(f"{path} has no array named 'train' (found: {sorted(arrays) or 'none'}); save one, e.g. "
                         "np.savez(path, train=images, test=test_images).")
-    splits = {}
-    for split in SPLITS:
-        if split not in arrays:
-            continue
-        name = f"{path}:{split}"
-        images = _as_nhwc(name, arrays[split])
-        if images.shape[0] == 0:
-            raise DataError(f"{name} is empty; every split needs at least one image.")
-        kind = infer_kind(name, images, data_kind)
-        splits[split] = ArrayDataset(as_stored(images, kind), None, str(path), split, kind)
+    splits = {split: as_dataset(arrays[split], split, data_kind, str(path)) for split in SPLITS if split in arrays}
     train = splits["train"]
     for split in splits.values():
         if split.shape != train.shape:
@@ -211,6 +202,22 @@ def load_arrays(path: str | Path, *, data_kind: str | None = None) -> dict[str, 
             raise DataError(f"{path}:{split.split} is {split.kind} data but {path}:train is {train.kind}; store every "
                             "split the same way, or pass --data-kind.")
     return splits
+
+
+def as_dataset(images, split: str, data_kind: str | None = None, name: str = "images") -> ArrayDataset:
+    """``images`` [N, H, W(, C)] as a checked :class:`ArrayDataset` of split ``split``, stored by kind (an
+    ArrayDataset is returned as it is, after checking ``data_kind``); raises :class:`DataError` as
+    :func:`load_arrays` does."""
+    if isinstance(images, ArrayDataset):
+        if data_kind is not None and images.kind != data_kind:
+            raise DataError(f"{name}:{split} is {images.kind} data, not {data_kind}.")
+        return images
+    where = f"{name}:{split}"
+    images = _as_nhwc(where, np.asarray(images) if not isinstance(images, np.ndarray) else images)
+    if images.shape[0] == 0:
+        raise DataError(f"{where} is empty; every split needs at least one image.")
+    kind = infer_kind(where, images, data_kind)
+    return ArrayDataset(as_stored(images, kind), None, name, split, kind)
 
 
 def select(splits: dict[str, ArrayDataset], expression: str) -> ArrayDataset:

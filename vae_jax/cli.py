@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = command("train", "train a VAE (resumes if WORKDIR holds a checkpoint)")
     t.add_argument("--workdir", required=True, help="run folder: config.json, metrics.jsonl, checkpoints/")
-    add_config_options(t, ModelConfig)
+    add_config_options(t, ModelConfig, choices={"architecture": ("mlp", "conv")})
     add_config_options(t, TrainConfig)
     _data_args(t, recorded=False)
     t.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -16,6 +16,7 @@ from typing import Any
 from vae_jax.errors import ConfigError
 
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "softplus", "silu")
+ARCHITECTURES = ("mlp", "conv", "custom")  # custom: a user's modules, VAE.from_modules (not a CLI choice)
 LIKELIHOODS = ("bernoulli", "gaussian")
 OBJECTIVES = ("elbo", "iwae")
 SCHEDULES = ("constant", "cosine", "exponential", "burda")
@@ -112,8 +113,14 @@ class ModelConfig:
     data_dim: int | None = option(None, "length D of a flattened example, the product of data_shape (derived)",
                                   positive=True, cli=False)
     latent_dim: int = option(50, "dimension K of z", positive=True)
+    architecture: str = option("mlp", "networks: mlp (dense layers on the flattened image) or conv (strided "
+                               "convolutions, then a dense layer; the decoder mirrors them)", choices=ARCHITECTURES)
     hidden: tuple[int, ...] = option((200, 200), "hidden widths of the encoder, comma-separated (the decoder "
-                                     "mirrors them)", positive=True)
+                                     "mirrors them); conv uses the last as its dense layer", positive=True)
+    channels: tuple[int, ...] = option((32, 64), "conv: filters of the encoder's stride-2 convolutions, "
+                                       "comma-separated (the decoder mirrors them)", positive=True)
+    modules: str | None = option(None, "custom: the user's encoder and decoder classes (VAE.from_modules)",
+                                 cli=False)
     activation: str = option("tanh", "hidden activation", choices=ACTIVATIONS)
     likelihood: str = option("bernoulli", "decoder p(x|z): Bernoulli logits (binary data) or Gaussian mean",
                              choices=LIKELIHOODS)
@@ -125,13 +132,20 @@ class ModelConfig:
     max_log_var: float = option(20.0, "upper bound of the encoder's log variance", cli=False)
 
     def __post_init__(self):
-        for name in ("hidden", "data_shape"):
+        for name in ("hidden", "data_shape", "channels"):
             if isinstance(getattr(self, name), list):  # from JSON
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.hidden == ():
             raise ConfigError("hidden must list at least one width, such as 200,200.")
+        if self.channels == ():
+            raise ConfigError("channels must list at least one number of filters, such as 32,64.")
         validate_fields(self)
         self._derive_data_dim()
+        if self.architecture == "conv" and self.data_shape is not None and (
+                len(self.data_shape) != 3 or min(self.data_shape[:2]) < 2 ** len(self.channels)):
+            raise ConfigError(f"the conv architecture needs images of at least {2 ** len(self.channels)} x "
+                              f"{2 ** len(self.channels)} for {len(self.channels)} stride-2 layers, got data_shape "
+                              f"{self.data_shape}; use fewer --channels or --architecture mlp.")
         if self.learn_sigma and not self.min_sigma <= self.sigma:  # the floor concerns a learned sigma only
             raise ConfigError(f"a learned sigma starts at sigma = {self.sigma!r}, below its floor min_sigma = "
                               f"{self.min_sigma!r}; start it at or above the floor.")

@@ -311,21 +311,39 @@ class Run(NamedTuple):
     step: int
 
 
-def load_run(workdir: str | Path, which: str = "latest", log: Callable[[str], None] = print) -> Run:
+def load_run(workdir: str | Path, which: str = "latest", log: Callable[[str], None] = print, *,
+             vae: VAE | None = None) -> Run:
     """(config, vae, params, checkpoint step) of a trained run folder.
 
     ``which`` is ``"latest"`` or ``"best"`` (highest validation ELBO). A checkpoint that cannot be
-    restored is skipped with a message (``log``) and the next one is tried.
+    restored is skipped with a message (``log``) and the next one is tried. A run of a user's own modules
+    (``VAE.from_modules``, trained with :func:`vae_jax.fit`) needs ``vae=`` the same model: modules cannot be
+    written into config.json; its config must equal the run's.
     """
-    config, vae, state, step = load_train_state(workdir, which, log)
+    config, vae, state, step = load_train_state(workdir, which, log, vae=vae)
     return Run(config, vae, state.params, step)
 
 
-def load_train_state(workdir: str | Path, which: str = "latest", log: Callable[[str], None] = print):
+def _model_for(config: ExperimentConfig, vae: VAE | None, folder: "RunFolder") -> VAE:
+    if vae is None:
+        if config.model.architecture == "custom":
+            raise RunFolderError(f"{folder.path} is a run of your own modules ({config.model.modules}), which "
+                                 "config.json cannot hold: load it from Python with load_run(workdir, vae=VAE."
+                                 "from_modules(...)) built as for training (the command line cannot load it).")
+        return VAE(config.model)
+    if vae.config != config.model:
+        diffs = [f"model.{k}: {v!r} (saved) != {getattr(vae.config, k)!r} (given)"
+                 for k, v in config.model.to_dict().items() if getattr(vae.config, k) != v]
+        raise RunFolderError(f"the vae given is not the model of {folder.path}:\n  " + "\n  ".join(diffs))
+    return vae
+
+
+def load_train_state(workdir: str | Path, which: str = "latest", log: Callable[[str], None] = print, *,
+                     vae: VAE | None = None):
     """(config, vae, train state, checkpoint step): :func:`load_run` with the optimizer state too."""
     folder = RunFolder(workdir)
     config = folder.require_config()
-    vae = VAE(config.model)
+    vae = _model_for(config, vae, folder)
     template = TrainState.create(vae.init(jax.random.key(0)), make_optimizer(config.train, 1))
     ckpt = folder.checkpointer(config.train.keep_checkpoints)
     try:

@@ -14,7 +14,8 @@ from tqdm import tqdm
 from vae_jax import data as data_lib
 from vae_jax import parallel
 from vae_jax.checkpoint import Checkpointer
-from vae_jax.config import ExperimentConfig
+from vae_jax import arrays
+from vae_jax.config import ExperimentConfig, TrainConfig
 from vae_jax.data import DataOptions
 from vae_jax.errors import ConfigError, ConfigMismatchError, NonFiniteError, RunFolderError
 from vae_jax.evaluate import SPEC, EvalConfig, map_in_batches
@@ -27,6 +28,7 @@ from vae_jax.signals import signal_of, stop_signals_raise
 from vae_jax.tensorboard_log import TensorBoardLog
 from vae_jax.streams import BINARIZE_STREAM, DATA_STREAM, EVAL_STREAM, INIT_STREAM, SAMPLES_STREAM, TRAIN_STREAM
 from vae_jax.train_step import TrainState, make_optimizer, make_train_epoch
+from vae_jax.types import Params
 
 
 def check_config(saved: ExperimentConfig | None, config: ExperimentConfig, where: str):
@@ -166,16 +168,67 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
     Returns:
       the last epoch's metrics record (``{}`` when the run had nothing left to do and no record).
     """
-    folder, tc = RunFolder(workdir), config.train
+    folder = RunFolder(workdir)
     folder.check_not_a_file()
     saved = folder.read_config()
     check_config(saved, _completed_like(config, saved), str(folder.path))
     # bad data fails before anything is written
     config, train, valid, fingerprints = load_training_data(config, options, folder, log)
     check_config(saved, config, str(folder.path))
+    record, _ = _run(config, folder, VAE(config.model), train, valid, options, fingerprints, progress, log,
+                     tensorboard_images_every)
+    return record
+
+
+FIT_DATASET = "arrays given to vae_jax.fit"  # TrainConfig.dataset of a run made by fit()
+
+
+def fit(vae: VAE, train, *, workdir: str | Path, config: TrainConfig = TrainConfig(), validation=None,
+        progress: bool = True, log=print, tensorboard_images_every: int | None = 10) -> Params:
+    """Trains ``vae`` (built-in or :meth:`VAE.from_modules`) on arrays with the loop ``vae-jax train`` uses: the
+    run folder ``workdir`` (config, metrics, TensorBoard, checkpoints, lock), exact resume when called again,
+    progress, and the same handling of non-finite steps and stop signals.
+
+    Args:
+      train: images [N, H, W(, C)] (bool, uint8 or floats in [0, 1]; :mod:`vae_jax.arrays` infers the kind,
+        ``config.data_kind`` overrides it), or an :class:`ArrayDataset`; they must have ``vae.config.data_shape``.
+      config: the training config (``vae_jax.TrainConfig``); its ``dataset`` and split fields are not used.
+      validation: images like ``train``; default: the last 10% of ``train`` (``train[90%:]``), the rest trained on.
+
+    Returns:
+      the trained parameters (also in ``workdir``: reload them with ``load_run(workdir, vae=vae)``).
+
+    A second call with other arrays is refused (their fingerprints are recorded in the run folder), as is one
+    with another model or config.
+    """
+    folder = RunFolder(workdir)
+    folder.check_not_a_file()
+    splits = {"train": arrays.as_dataset(train, "train", config.data_kind, FIT_DATASET)}
+    if validation is None:
+        train_split, valid_split = arrays.DEFAULT_VALIDATION
+    else:
+        splits["validation"] = arrays.as_dataset(validation, "validation", splits["train"].kind, FIT_DATASET)
+        train_split, valid_split = "train", "validation"
+    fingerprints = {name: dataset.fingerprint() for name, dataset in splits.items()}
+    train_data, valid_data = arrays.select(splits, train_split), arrays.select(splits, valid_split)
+    tc = dataclasses.replace(config, dataset=FIT_DATASET, train_split=train_split, valid_split=valid_split,
+                             data_kind=train_data.kind)
+    experiment = ExperimentConfig(vae.config, tc)
+    check_config(folder.read_config(), experiment, str(folder.path))
+    folder.check_data_unchanged(fingerprints, False, log)
+    data_lib.check_data_fits_model(train_data, experiment)
+    if len(train_data) < tc.batch_size:
+        raise ConfigError(f"batch size {tc.batch_size} is larger than the training split ({len(train_data)} examples).")
+    _, state = _run(experiment, folder, vae, train_data, valid_data, DataOptions(), fingerprints, progress, log,
+                    tensorboard_images_every)
+    return state.params
+
+
+def _run(config: ExperimentConfig, folder: RunFolder, vae: VAE, train, valid, options: DataOptions, fingerprints,
+         progress, log, tensorboard_images_every):
+    """Trains ``vae`` in ``folder`` (checked config and data); returns (the last metrics record, the state)."""
     tc = config.train
     steps_per_epoch = len(train) // tc.batch_size
-    vae = VAE(config.model)
     optimizer = make_optimizer(tc, tc.epochs * steps_per_epoch)
     _check_model_fits(vae, optimizer)
     base_key = jax.random.key(tc.seed)
@@ -197,7 +250,7 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
                 folder.keep_metrics_through(saved_epoch, log)
             if saved_epoch == tc.epochs:
                 log(f"{folder.path} is already trained to epoch {saved_epoch}; nothing to do")
-                return (folder.read_metrics() or [{}])[-1]
+                return (folder.read_metrics() or [{}])[-1], state
             curves = TensorBoardLog(folder.tensorboard_dir, saved_epoch, tensorboard_images_every) \
                 if primary and tensorboard_images_every else None
             try:
@@ -288,4 +341,4 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
         raise
     finally:
         bar.close()
-    return record
+    return record, state
