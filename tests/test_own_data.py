@@ -271,9 +271,11 @@ def test_conv_architecture_trains_resumes_and_evaluates(dataset, shared_data, da
     assert f"resuming from checkpoint {steps} (epoch 1)" in capsys.readouterr().out
     config = RunFolder(workdir).require_config()
     assert config.model.architecture == "conv" and config.model.channels == (8, 16)
-    assert main(["evaluate", "--workdir", str(workdir), "--split", split, "--estimators", "elbo,importance",
+    estimators = "elbo,importance" if dataset == "binarized_mnist" else "elbo"  # compiling each takes seconds
+    assert main(["evaluate", "--workdir", str(workdir), "--split", split, "--estimators", estimators,
                  "--num-samples", "20", "--no-progress"]) == 0
     result = json.loads(RunFolder(workdir).result_path(split).read_text())
-    assert result["num_examples"] == 40 and np.isfinite(result["importance"]["mean"])
-    assert main(["sample", "--workdir", str(workdir), "--num", "8"]) == 0
-    assert _grid(workdir / "samples.png", config.model.data_shape, 8).shape[-1] == 3
+    assert result["num_examples"] == 40 and all(np.isfinite(result[e]["mean"]) for e in estimators.split(","))
+    if dataset == "rgb":
+        assert main(["sample", "--workdir", str(workdir), "--num", "8"]) == 0
+        assert _grid(workdir / "samples.png", config.model.data_shape, 8).shape[-1] == 3

@@ -171,10 +171,17 @@ def load(name: str, split: str, *, data_dir=None, manual_dir=None, download: boo
                        data_kind=data_kind)[0]
 
 
+FIT_DATASET = "arrays given to vae_jax.fit"  # TrainConfig.dataset of a run made by vae_jax.fit
+
+
 def load_splits(name: str, splits: list[str], *, data_dir=None, manual_dir=None, download: bool = False,
                 data_kind: str | None = None, fingerprints: dict | None = None) -> list[ArrayDataset]:
     """:func:`load` for several splits, reading an array file once. For an array file, a ``fingerprints`` dict
     receives ``{split: ArrayDataset.fingerprint()}`` of each whole split array in the file."""
+    if name == FIT_DATASET:
+        raise ConfigError("this run was trained by vae_jax.fit on arrays held in Python, which the run folder does "
+                          "not store; evaluate it from Python (vae_jax.evaluate.evaluate with load_run(workdir, "
+                          "vae=...)), or train on an array file with --dataset PATH.")
     source = dataset_source(name)
     if source == "arrays":
         stored = arrays.load_arrays(Path(name).expanduser(), data_kind=data_kind)

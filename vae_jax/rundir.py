@@ -31,7 +31,7 @@ import jax
 
 from vae_jax.checkpoint import Checkpointer
 from vae_jax.config import ExperimentConfig
-from vae_jax.data import DataOptions
+from vae_jax.data import DataOptions, dataset_source
 from vae_jax.errors import CheckpointError, ConfigError, DataError, RunFolderError, RunLockedError
 from vae_jax.models import VAE
 from vae_jax.train_step import TrainState, make_optimizer
@@ -176,7 +176,7 @@ class RunFolder:
         and for an array file its path (both ways too) and ``fingerprints`` (:meth:`check_data_unchanged`)."""
         options = options.absolute()
         relative = lambda p: None if p is None else os.path.relpath(p, self.path.absolute())
-        arrays = dataset if fingerprints else None
+        arrays = dataset if fingerprints and dataset_source(dataset) == "arrays" else None
         write_json(self.data_source_path, {
             "data_dir": options.data_dir, "manual_dir": options.manual_dir, "dataset": arrays,
             "relative_to_run_folder": {"data_dir": relative(options.data_dir),

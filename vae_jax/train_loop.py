@@ -180,9 +180,6 @@ def train_and_evaluate(config: ExperimentConfig, workdir: str | Path, options: D
     return record
 
 
-FIT_DATASET = "arrays given to vae_jax.fit"  # TrainConfig.dataset of a run made by fit()
-
-
 def fit(vae: VAE, train, *, workdir: str | Path, config: TrainConfig = TrainConfig(), validation=None,
         progress: bool = True, log=print, tensorboard_images_every: int | None = 10) -> Params:
     """Trains ``vae`` (built-in or :meth:`VAE.from_modules`) on arrays with the loop ``vae-jax train`` uses: the
@@ -203,16 +200,17 @@ def fit(vae: VAE, train, *, workdir: str | Path, config: TrainConfig = TrainConf
     """
     folder = RunFolder(workdir)
     folder.check_not_a_file()
-    splits = {"train": arrays.as_dataset(train, "train", config.data_kind, FIT_DATASET)}
+    splits = {"train": arrays.as_dataset(train, "train", config.data_kind, data_lib.FIT_DATASET)}
     if validation is None:
         train_split, valid_split = arrays.DEFAULT_VALIDATION
     else:
-        splits["validation"] = arrays.as_dataset(validation, "validation", splits["train"].kind, FIT_DATASET)
+        splits["validation"] = arrays.as_dataset(validation, "validation", splits["train"].kind,
+                                                 data_lib.FIT_DATASET)
         train_split, valid_split = "train", "validation"
     fingerprints = {name: dataset.fingerprint() for name, dataset in splits.items()}
     train_data, valid_data = arrays.select(splits, train_split), arrays.select(splits, valid_split)
-    tc = dataclasses.replace(config, dataset=FIT_DATASET, train_split=train_split, valid_split=valid_split,
-                             data_kind=train_data.kind)
+    tc = dataclasses.replace(config, dataset=data_lib.FIT_DATASET, train_split=train_split,
+                             valid_split=valid_split, data_kind=train_data.kind)
     experiment = ExperimentConfig(vae.config, tc)
     check_config(folder.read_config(), experiment, str(folder.path))
     folder.check_data_unchanged(fingerprints, False, log)
