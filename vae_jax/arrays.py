@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from vae_jax.errors import ConfigError, DataError, DataFileError
-from vae_jax.pixels import DATA_KINDS, as_stored, to_unit_float
+from vae_jax.config import DATA_KINDS
+from vae_jax.pixels import as_stored, to_unit_float
 from vae_jax.validation import is_binary
 
 SPLITS = ("train", "validation", "test")
@@ -84,21 +85,23 @@ class ArrayDataset:
         batches of :attr:`flat`."""
         return to_unit_float(self.flat[:count]).astype(np.float32, copy=False)
 
-    def mean_image(self) -> np.ndarray:
-        """float32 [D]: the mean model input, summed in float64 a block at a time (no float copy of the data)."""
-        flat, total = self.flat, np.zeros(self.data_dim)
+    def _blocks(self):
+        """The flat examples, ~16 MiB of them at a time, so a memory-mapped file is never read whole."""
+        flat = self.flat
         step = max(1, _BLOCK // max(1, flat[:1].nbytes))
         for start in range(0, len(self), step):
-            total += to_unit_float(flat[start:start + step], np.float64).sum(axis=0)
+            yield flat[start:start + step]
+
+    def mean_image(self) -> np.ndarray:
+        """float32 [D]: the mean model input, summed in float64 a block at a time (no float copy of the data)."""
+        total = sum((to_unit_float(block, np.float64).sum(axis=0) for block in self._blocks()), np.zeros(self.data_dim))
         return (total / len(self)).astype(np.float32)
 
     def fingerprint(self) -> dict:
         """Shape, dtype and the sha256 of the images' bytes: a file that changed is told from the one a run used."""
         digest = hashlib.sha256()
-        flat = self.flat
-        step = max(1, _BLOCK // max(1, flat[:1].nbytes))
-        for start in range(0, len(self), step):
-            digest.update(np.ascontiguousarray(flat[start:start + step]).tobytes())
+        for block in self._blocks():
+            digest.update(np.ascontiguousarray(block).tobytes())
         return {"shape": list(self.images.shape), "dtype": str(self.images.dtype), "sha256": digest.hexdigest()}
 
 
@@ -172,7 +175,7 @@ def load_arrays(path: str | Path, *, data_kind: str | None = None) -> dict[str, 
 
     Args:
       path: an ``.npz`` file, or a folder of ``train.npy`` [, ``validation.npy``, ``test.npy``].
-      data_kind: None to infer the kind from the data, or one of :data:`vae_jax.pixels.DATA_KINDS`.
+      data_kind: None to infer the kind from the data, or one of :data:`vae_jax.config.DATA_KINDS`.
 
     Returns:
       ``{split: ArrayDataset}`` for the splits present, each stored as its kind (:func:`vae_jax.pixels.as_stored`:

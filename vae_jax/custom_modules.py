@@ -26,6 +26,7 @@ from flax import nnx
 
 from vae_jax.config import ModelConfig
 from vae_jax.errors import ConfigError
+from vae_jax.models import decoder_log_sigma
 
 
 def describe(module) -> str:
@@ -56,12 +57,6 @@ def _flat_output(config: ModelConfig, out):
     return out.reshape(config.data_dim)
 
 
-def _log_sigma(config: ModelConfig, learned, dtype):
-    if learned is not None:
-        return jnp.maximum(learned, math.log(config.min_sigma))
-    return jnp.full((config.data_dim,), math.log(config.sigma), dtype)
-
-
 class LinenEncoder(nn.Module):
     """A user's Linen encoder (submodule ``inner``) on x reshaped to the data's shape."""
 
@@ -86,7 +81,7 @@ class LinenDecoder(nn.Module):
         out = _flat_output(c, self.inner(z))
         learned = self.param("log_sigma", nn.initializers.constant(math.log(c.sigma)), (c.data_dim,),
                              jnp.float32) if c.learn_sigma else None
-        return out, _log_sigma(c, learned, out.dtype)
+        return out, decoder_log_sigma(c, learned, out.dtype)
 
 
 class NNXModule:
@@ -119,7 +114,7 @@ class NNXModule:
         if self.role == "encoder":
             return _log_var_clipped(self.config, *module(value.reshape(self.config.data_shape)))
         out = _flat_output(self.config, module(value))
-        return out, _log_sigma(self.config, params.get("log_sigma"), out.dtype)
+        return out, decoder_log_sigma(self.config, params.get("log_sigma"), out.dtype)
 
 
 def adapt(module, config: ModelConfig, role: str):

@@ -114,12 +114,17 @@ class Decoder(nn.Module):
                                  name="to_image")(g)
             bias = self.param("output_bias", nn.initializers.zeros, (c.data_dim,), jnp.float32)
             out = g[: c.data_shape[0], : c.data_shape[1]].reshape(-1) + bias
-        if c.learn_sigma:
-            init = nn.initializers.constant(math.log(c.sigma))
-            log_sigma = jnp.maximum(self.param("log_sigma", init, (c.data_dim,), jnp.float32), math.log(c.min_sigma))
-        else:
-            log_sigma = jnp.full((c.data_dim,), math.log(c.sigma), out.dtype)
-        return out, log_sigma
+        learned = self.param("log_sigma", nn.initializers.constant(math.log(c.sigma)), (c.data_dim,),
+                             jnp.float32) if c.learn_sigma else None
+        return out, decoder_log_sigma(c, learned, out.dtype)
+
+
+def decoder_log_sigma(config: ModelConfig, learned: Array | None, dtype) -> Array:
+    """[D] log sigma of the Gaussian decoder: a ``learned`` parameter floored at log ``min_sigma`` (a pixel that
+    is constant in the data would drive it to -infinity), else the fixed log ``sigma``."""
+    if learned is not None:
+        return jnp.maximum(learned, math.log(config.min_sigma))
+    return jnp.full((config.data_dim,), math.log(config.sigma), dtype)
 
 
 def output_bias_path(config: ModelConfig) -> tuple[str, ...]:

@@ -17,7 +17,6 @@ import numpy as np
 
 from vae_jax.errors import DataError
 
-DATA_KINDS = ("binary", "uint8", "continuous")
 STORAGE = {"binary": np.bool_, "uint8": np.uint8}  # continuous data keeps its float dtype
 FITTING_LIKELIHOODS = {"binary": ("bernoulli", "gaussian"), "uint8": ("gaussian",), "continuous": ("gaussian",)}
 """Likelihoods that model each kind as stored; Bernoulli also fits grey levels that are ``binarize``d."""
