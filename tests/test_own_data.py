@@ -97,11 +97,11 @@ def test_own_arrays_end_to_end_from_the_run_folder_alone(name, tmp_path, monkeyp
 
 def test_uint8_storage_trains_exactly_as_float_inputs(tmp_path):
     """Per-batch conversion on the device: a uint8 file and the same images divided by 255 in a float32 file
-    train to bit-identical parameters."""
+    train to bit-identical parameters (dynamically binarized: a Gaussian would see the uint8 levels dequantized)."""
     levels = (_shapes(220, 12, 10, 3) * 255).astype(np.uint8)
     np.savez(tmp_path / "levels.npz", train=levels)
     np.savez(tmp_path / "floats.npz", train=(levels / 255.0).astype(np.float32))
-    options = [*SMALL, "--likelihood", "gaussian", "--sigma", "0.3", "--epochs", "1"]
+    options = [*SMALL, "--binarize", "--epochs", "1"]
     for name in ("levels", "floats"):
         assert main(["train", "--workdir", str(tmp_path / name), "--dataset", str(tmp_path / f"{name}.npz"),
                      *options]) == 0
@@ -176,7 +176,12 @@ BAD_INPUTS = [  # (arrays, extra options, what the message says)
     (lambda t: pickle.dumps({"train": pickled_objects(t / "pickle_ran")}), [], "never unpickles"),  # a pickle named .npz
     (lambda t: {"train": Z((30, 4, 4), np.float32), "test": Z((0, 4, 4), np.float32)}, [], "test is empty"),
     (lambda t: {"train": np.full((30, 4, 4), 7, np.uint8)}, [],
-     "uint8 data, which the bernoulli likelihood cannot model: use --likelihood gaussian"),
+     "uint8 data, which the bernoulli likelihood cannot model: use --likelihood discretized_logistic or "
+     "--likelihood discretized_logistic_mixture or --likelihood gaussian"),
+    (lambda t: {"train": Z((30, 4, 4), bool)}, ["--likelihood", "discretized_logistic"],
+     "binary data, which the discretized_logistic likelihood cannot model: use --likelihood bernoulli or"),
+    (lambda t: {"train": np.full((30, 4, 4), 0.5, np.float32)}, ["--likelihood", "discretized_logistic_mixture"],
+     "continuous data, which the discretized_logistic_mixture likelihood cannot model: use --likelihood gaussian"),
     (lambda t: {"train": np.full((30, 4, 4), 0.5, np.float32)}, [],
      "continuous data, which the bernoulli likelihood cannot model"),
     (lambda t: {"train": np.full((30, 4, 4), 0.5, np.float32)}, ["--data-kind", "binary"],

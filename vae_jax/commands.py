@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import data as data_lib
-from vae_jax import images, parallel
+from vae_jax import images, measures, parallel
 from vae_jax.cli_options import config_from_args
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
 from vae_jax.data import DataOptions
@@ -128,12 +128,15 @@ def evaluate(args):
         counts = f"chains={summary['num_chains']}, temperatures={summary['num_temperatures']}" if name == "ais" \
             else f"samples={summary['num_samples']}"
         stderr = "undefined" if len(xs) < 2 else f"{summary['stderr']:.3f}"  # one example has no spread
-        print(f"  {name:<11} {summary['mean']:10.3f} +- {stderr} nats (n={len(xs)}, {counts}{warning})", flush=True)
+        bits = f" = {summary['bits_per_dim']:.4f} bits/dim" if "bits_per_dim" in summary else ""
+        print(f"  {name:<11} {summary['mean']:10.3f} +- {stderr} nats{bits} (n={len(xs)}, {counts}{warning})",
+              flush=True)
 
-    print(f"evaluating checkpoint {step} on {dataset.name} {eval_config.split} ({len(xs)} examples); "
-          "compiling the estimators first...", flush=True)
+    kind = "binary" if config.train.binarize else dataset.kind
+    print(f"evaluating checkpoint {step} on {dataset.name} {eval_config.split} ({len(xs)} examples): "
+          f"{measures.describe(kind, config.model.likelihood)}; compiling the estimators first...", flush=True)
     result = run_estimators(vae, params, xs, evaluation_key(eval_config.seed), eval_config, report=report,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, data_kind=kind)
     result = {"split": eval_config.split, "checkpoint_step": int(step), **result}
     write_json(out, result)
     return f"wrote {out}"

@@ -17,7 +17,7 @@ from vae_jax.errors import ConfigError
 
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu", "softplus", "silu")
 ARCHITECTURES = ("mlp", "conv", "custom")  # custom: a user's modules, VAE.from_modules (not a CLI choice)
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic", "discretized_logistic_mixture")
 OBJECTIVES = ("elbo", "iwae")
 SCHEDULES = ("constant", "cosine", "exponential", "burda")
 OUTPUT_BIAS_INITS = ("zero", "data_mean")
@@ -122,8 +122,11 @@ class ModelConfig:
     modules: str | None = option(None, "custom: the user's encoder and decoder classes (VAE.from_modules)",
                                  cli=False)
     activation: str = option("tanh", "hidden activation", choices=ACTIVATIONS)
-    likelihood: str = option("bernoulli", "decoder p(x|z): Bernoulli logits (binary data) or Gaussian mean",
+    likelihood: str = option("bernoulli", "decoder p(x|z): Bernoulli logits (binary data), Gaussian mean (a "
+                             "density), or a discretized logistic (mixture) per value (8-bit data)",
                              choices=LIKELIHOODS)
+    mixture_components: int = option(5, "discretized_logistic_mixture: logistic components per value",
+                                     positive=True)
     sigma: float = option(1.0, "Gaussian decoder std (a number), or 'learned' for a learned per-pixel sigma",
                           positive=True)
     learn_sigma: bool = option(False, "learn a per-pixel log sigma (set by --sigma learned)", cli=False)

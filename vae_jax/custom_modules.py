@@ -5,7 +5,8 @@ Contract (one example; the facade batches with ``jax.vmap``):
 
 * ``encoder(x)``: x [H, W, C] (or [D] for vector data) -> (mean [K], log_var [K]);
 * ``decoder(z)``: z [K] -> what the likelihood needs, shaped like the data (Bernoulli logits or the Gaussian
-  mean, [H, W, C]).
+  mean, [H, W, C]; for the discretized logistics P numbers per value, [H, W, C, P]: location and log scale,
+  or M mixture logits, M locations, M log scales).
 
 The adapters reshape x from the flat [D] the rest of vae-jax passes, flatten the decoder's output, clip
 log_var to the config's range and add the Gaussian log sigma (fixed, or a learned per-pixel ``log_sigma``
@@ -26,7 +27,7 @@ from flax import nnx
 
 from vae_jax.config import ModelConfig
 from vae_jax.errors import ConfigError
-from vae_jax.models import decoder_log_sigma
+from vae_jax.models import decoder_log_sigma, output_dim
 
 
 def describe(module) -> str:
@@ -51,10 +52,14 @@ def _log_var_clipped(config: ModelConfig, mean, log_var):
 
 
 def _flat_output(config: ModelConfig, out):
-    if out.size != config.data_dim:
-        raise ConfigError(f"the decoder must return one value per data value, shaped like the data "
-                          f"{config.data_shape}; got shape {tuple(out.shape)}.")
-    return out.reshape(config.data_dim)
+    size = output_dim(config)
+    if out.size != size:
+        per_value = size // config.data_dim
+        raise ConfigError(f"the decoder must return {per_value} value{'s' * (per_value > 1)} per data value for the "
+                          f"{config.likelihood} likelihood, shaped like the data {config.data_shape}"
+                          + (f" with a last axis of {per_value} ([..., C, {per_value}], pixel-major)" if per_value > 1
+                             else "") + f"; got shape {tuple(out.shape)}.")
+    return out.reshape(size)
 
 
 class LinenEncoder(nn.Module):

@@ -23,7 +23,8 @@ from vae_jax.ais import ais_log_marginal, reverse_ais_log_marginal
 from vae_jax.diagnostics import KHAT_UNRELIABLE
 from vae_jax.errors import ConfigError
 from vae_jax.memory import check_fits
-from vae_jax.pixels import to_unit_float
+from vae_jax import measures
+from vae_jax.pixels import dequantize, dequantizes, to_unit_float
 from vae_jax.progress import ChunkBar
 from vae_jax.estimators import importance_log_marginal_stats
 from vae_jax.models import VAE
@@ -31,7 +32,7 @@ from vae_jax.objectives import elbo_terms
 from vae_jax.refinement import refine_posterior
 from vae_jax.validation import check_positive_int
 from vae_jax.shared_samples import naive_log_marginal_shared
-from vae_jax.streams import EVAL_STREAM
+from vae_jax.streams import DEQUANTIZE_STREAM, EVAL_STREAM
 from vae_jax.types import Params, PRNGKey
 
 # Matrix products of every estimate run in true float32. JAX's default lets a GPU use TensorFloat32 (10-bit
@@ -265,11 +266,12 @@ def compile_checked(fn, key: PRNGKey, images: np.ndarray, batch_size: int, what:
 
 
 def map_in_batches(fn, key: PRNGKey, images: np.ndarray, batch_size: int, *,
-                   progress: str | None = None) -> dict[str, np.ndarray]:
+                   progress: str | None = None, dequantize_key: PRNGKey | None = None) -> dict[str, np.ndarray]:
     """Applies ``fn(keys [B], xs [B, D]) -> {name: [B]}`` to ``images`` [N, D] in padded batches.
 
     ``images`` may be stored as bool, uint8 or float (:mod:`vae_jax.pixels`): each batch is converted to
-    inputs in [0, 1] on the device, so a large set is never held as float32.
+    inputs in [0, 1] on the device, so a large set is never held as float32. With ``dequantize_key``, 8-bit
+    example ``i`` is dequantized with ``fold_in(dequantize_key, i)`` instead (:func:`vae_jax.pixels.dequantize`).
 
     Example ``i`` gets ``fold_in(key, i)``. With ``progress`` (a label), a bar over the examples shows
     the rate and the time left. Returns ``{name: [N]}`` as NumPy arrays.
@@ -283,12 +285,20 @@ def map_in_batches(fn, key: PRNGKey, images: np.ndarray, batch_size: int, *,
             index = np.arange(start, start + batch_size)
             xs = images[np.minimum(index, n - 1)]  # pad the last batch by repeating the last example
             keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.asarray(index))
-            xs = to_unit_float(jnp.asarray(xs))  # stored images (bool, uint8, float) -> inputs, on the device
+            if dequantize_key is None:
+                xs = to_unit_float(jnp.asarray(xs))  # stored images (bool, uint8, float) -> inputs, on the device
+            else:
+                xs = _dequantize_batch(dequantize_key, jnp.asarray(index), jnp.asarray(xs))
             xs, keys = parallel.shard_batch(xs, mesh), parallel.shard_batch(keys, mesh)
             outputs.append(parallel.to_host(fn(keys, xs)))
             bar.update(min(batch_size, n - start))
     merged = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
     return {name: value[:n] for name, value in merged.items()}
+
+
+@jax.jit
+def _dequantize_batch(key, index, xs):
+    return jax.vmap(lambda i, x: dequantize(jax.random.fold_in(key, i), x))(index, xs)
 
 
 def make_estimator_fns(vae: VAE, params: Params, key: PRNGKey, config: "EvalConfig | None" = None, *,
@@ -313,7 +323,7 @@ def make_estimator_fns(vae: VAE, params: Params, key: PRNGKey, config: "EvalConf
 
 
 def summarize(values: dict[str, np.ndarray]) -> dict[str, float]:
-    """Mean over examples, its standard error over examples, and averaged diagnostics.
+    """Mean over examples, its standard error over examples, median and quartiles, and averaged diagnostics.
 
     ``mc_stderr`` combines the examples' Monte Carlo errors as if independent; for the naive
     estimator, whose examples share prior samples, it is an approximation. ``khat_above_0.7`` is the
@@ -322,7 +332,8 @@ def summarize(values: dict[str, np.ndarray]) -> dict[str, float]:
     ``ess_mean_reliable`` leave them out).
     """
     v = values["value"]
-    out = {"mean": float(np.mean(v)), "stderr": float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")}
+    out = {"mean": float(np.mean(v)), "stderr": float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan"),
+           "median": float(np.median(v)), "quartiles": [float(q) for q in np.percentile(v, [25, 75])]}
     if "mc_stderr" in values:
         # Monte Carlo error of the mean over examples, treating the examples' estimates as independent.
         out["mc_stderr"] = float(np.sqrt(np.sum(values["mc_stderr"] ** 2)) / len(v))
@@ -342,7 +353,8 @@ def summarize(values: dict[str, np.ndarray]) -> dict[str, float]:
 
 @_in_eval_precision
 def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config: "EvalConfig | None" = None, *,
-             batch_size: int | None = None, report=None, progress: bool = False, **options) -> dict:
+             batch_size: int | None = None, report=None, progress: bool = False, data_kind: str | None = None,
+             **options) -> dict:
     """Runs the chosen estimators over ``images`` [N, D] and summarizes each in nats per example.
 
     Args:
@@ -352,17 +364,26 @@ def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config:
       batch_size: examples evaluated at once by the per-example estimators (default: each spec's).
       report: called as ``report(name, summary)`` after each estimator.
       progress: show a progress bar over the examples for each estimator.
+      data_kind: what ``images`` hold (:mod:`vae_jax.pixels`); default ``"uint8"`` for images stored as uint8.
+        On 8-bit data a Gaussian model is evaluated on one dequantization of each image (the same for every
+        estimator), its estimates shifted by -D log 256 to bound log P(x) (:mod:`vae_jax.measures`), and every
+        estimator also reports ``bits_per_dim`` (and its ``bits_per_dim_stderr``).
 
     Returns:
       ``{"num_examples", "<estimator>": {"num_samples", "mean", "stderr", ...}, "seconds": {...}}`` where
       ``mean`` is the average log p(x) estimate and ``stderr`` its standard error over examples; the
       sampling estimators add ``mc_stderr``, ``ess_mean`` and the k-hat summary; with
-      ``importance_refined``, ``"gaps"`` holds the amortization and approximation gaps.
+      ``importance_refined``, ``"gaps"`` holds the amortization and approximation gaps. ``"measure"`` says
+      what the numbers are (a probability, a bound on one, or a density).
 
     Matrix products run in float32 on every backend (``EVAL_MATMUL_PRECISION``), not a GPU's TensorFloat32.
     """
     config = dataclasses.replace(config or EvalConfig(), **options)
     n = images.shape[0]
+    kind = data_kind or ("uint8" if images.dtype == np.uint8 else None)
+    likelihood, dim = vae.config.likelihood, vae.config.data_dim
+    offset = measures.log_probability_offset(kind, likelihood, dim)
+    dequantize_key = jax.random.fold_in(key, DEQUANTIZE_STREAM) if dequantizes(kind, likelihood) else None
     chunks = {spec.name: config.chunk_size or spec.chunk_size for spec in SPECS}
     sizes = {name: batch_size if batch_size and name != "naive" else SPEC[name].batch_size for name in config.estimators}
     counts = {name: getattr(config, SPEC[name].count) for name in config.estimators}
@@ -379,14 +400,20 @@ def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config:
         compile_checked(fns[name], jax.random.fold_in(key, spec.stream), images, sizes[name],
                         f"{name} with {at_once} per example", "lower --chunk-size" if spec.chunk_size else
                         "lower --ais-chains")
-    result, per_example = {"num_examples": int(n), "seconds": {}}, {}
+    result = {"num_examples": int(n), "measure": measures.describe(kind, likelihood), "seconds": {}}
+    per_example = {}
     for name in config.estimators:
         spec, start, size = SPEC[name], time.perf_counter(), sizes[name]
         with chunk_bars[name].open(num_chunks[name], name) if name in chunk_bars else contextlib.nullcontext():
             values = map_in_batches(fns[name], jax.random.fold_in(key, spec.stream), images, size,
-                                    progress=name if progress and name not in chunk_bars else None)
+                                    progress=name if progress and name not in chunk_bars else None,
+                                    dequantize_key=dequantize_key)
         result["seconds"][name] = time.perf_counter() - start
+        values = {k: v + offset if k in SHIFTED else v for k, v in values.items()}
         result[name] = {"num_samples": counts[name], **summarize(values)}
+        if measures.reports_bits(kind, likelihood):
+            result[name].update(bits_per_dim=measures.bits_per_dim(result[name]["mean"], dim),
+                                bits_per_dim_stderr=result[name]["stderr"] / (dim * np.log(2.0)))
         if name == "ais":  # num_samples is the number of chains
             result[name].update(num_chains=config.ais_chains, num_temperatures=config.ais_temperatures,
                                 leapfrog_steps=config.leapfrog_steps, start=config.ais_start)
@@ -396,6 +423,9 @@ def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config:
     if "importance_refined" in per_example:
         result["gaps"] = gaps(per_example)
     return result
+
+
+SHIFTED = ("value", "reconstruction", "amortized_elbo", "refined_elbo")  # log p(x) terms a dequantization offsets
 
 
 def gaps(per_example: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:

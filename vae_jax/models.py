@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from vae_jax import validation
 from vae_jax.config import ModelConfig
-from vae_jax.distributions import LIKELIHOODS, Likelihood
+from vae_jax.distributions import Likelihood, likelihood as likelihood_named
 from vae_jax.types import Array, ArrayLike, Params, PRNGKey
 from vae_jax.errors import ConfigError
 
@@ -80,6 +80,17 @@ class Encoder(nn.Module):
         return _split_mean_log_var(nn.Dense(2 * c.latent_dim, name="out")(h), c)
 
 
+def likelihood_of(config: ModelConfig) -> Likelihood:
+    """The decoder likelihood ``config`` names (its mixture components included)."""
+    return likelihood_named(config.likelihood, config.mixture_components)
+
+
+def output_dim(config: ModelConfig) -> int:
+    """Length of the decoder's output g(z): P numbers per data value, P D (P = 1 but for the discretized
+    logistics: 2 for one, 3 M for a mixture of M), pixel-major (g.reshape(D, P))."""
+    return config.data_dim * likelihood_of(config).params_per_value
+
+
 def conv_grid(config: ModelConfig) -> tuple[int, int]:
     """(h, w) of the decoder's first feature map: ceil(H / 2^L), ceil(W / 2^L) for L strided layers. The
     decoder's L transposed convolutions double it back to (h 2^L, w 2^L) >= (H, W), cropped to (H, W)."""
@@ -88,12 +99,13 @@ def conv_grid(config: ModelConfig) -> tuple[int, int]:
 
 
 class Decoder(nn.Module):
-    """z [K] -> (g(z) [D], log_sigma [D]); log_sigma is unused by the Bernoulli likelihood.
+    """z [K] -> (g(z) [P D], log_sigma [D]); log_sigma is used by the Gaussian likelihood only.
 
     ``mlp``: the MLP ``MLP_0`` (its last layer's bias is the output bias). ``conv``: ``dense`` (``hidden[-1]``
     units), ``project`` to a (h, w, channels[-1]) map (:func:`conv_grid`), ``deconv_i`` transposed convolutions
-    (3 x 3, stride 2, the channels in reverse order), ``to_image`` (3 x 3, C filters, no bias), cropped to
-    (H, W), flattened, plus ``output_bias`` [D], one per pixel and channel.
+    (3 x 3, stride 2, the channels in reverse order), ``to_image`` (3 x 3, C P filters, no bias), cropped to
+    (H, W), flattened, plus ``output_bias`` [P D], one per output value. P is the likelihood's outputs per
+    data value (:func:`output_dim`).
     """
 
     config: ModelConfig
@@ -102,7 +114,7 @@ class Decoder(nn.Module):
     def __call__(self, z: Array) -> tuple[Array, Array]:
         c = self.config
         if c.architecture == "mlp":
-            out = MLP((*reversed(c.hidden), c.data_dim), c.activation, name="MLP_0")(z)
+            out = MLP((*reversed(c.hidden), output_dim(c)), c.activation, name="MLP_0")(z)
         else:
             act = _activation(c.activation)
             h, w = conv_grid(c)
@@ -110,9 +122,9 @@ class Decoder(nn.Module):
             g = act(nn.Dense(h * w * c.channels[-1], name="project")(g)).reshape(h, w, c.channels[-1])
             for i, width in enumerate(reversed(c.channels[:-1])):
                 g = act(nn.ConvTranspose(width, (3, 3), strides=(2, 2), padding="SAME", name=f"deconv_{i}")(g))
-            g = nn.ConvTranspose(c.data_shape[2], (3, 3), strides=(2, 2), padding="SAME", use_bias=False,
+            g = nn.ConvTranspose(output_dim(c) // (c.data_shape[0] * c.data_shape[1]), (3, 3), strides=(2, 2), padding="SAME", use_bias=False,
                                  name="to_image")(g)
-            bias = self.param("output_bias", nn.initializers.zeros, (c.data_dim,), jnp.float32)
+            bias = self.param("output_bias", nn.initializers.zeros, (output_dim(c),), jnp.float32)
             out = g[: c.data_shape[0], : c.data_shape[1]].reshape(-1) + bias
         learned = self.param("log_sigma", nn.initializers.constant(math.log(c.sigma)), (c.data_dim,),
                              jnp.float32) if c.learn_sigma else None
@@ -128,7 +140,7 @@ def decoder_log_sigma(config: ModelConfig, learned: Array | None, dtype) -> Arra
 
 
 def output_bias_path(config: ModelConfig) -> tuple[str, ...]:
-    """Where the decoder's per-output bias [D] lives in ``params["decoder"]["params"]``."""
+    """Where the decoder's per-output bias [P D] lives in ``params["decoder"]["params"]``."""
     if config.architecture == "mlp":
         return ("MLP_0", f"Dense_{len(config.hidden)}", "bias")
     return ("output_bias",)
@@ -192,7 +204,7 @@ class VAE:
     @property
     def likelihood(self) -> Likelihood:
         """The decoder's likelihood (log density, its matrix form, the mean image), chosen once here."""
-        return LIKELIHOODS[self.config.likelihood]
+        return likelihood_of(self.config)
 
     def init(self, key: PRNGKey) -> Params:
         """Initial parameters drawn from ``key`` (jitted: op by op, a conv network's initialisation compiled
@@ -214,7 +226,8 @@ class VAE:
         """``params`` with the decoder's output bias set from the data's per-dimension means [D].
 
         Bernoulli: bias = logit(clip(mean, 1e-4, 1 - 1e-4)), so sigmoid(g(z)) starts near the mean image;
-        Gaussian: bias = mean. (Burda et al. 2015 initialise their decoders this way.)
+        Gaussian: bias = mean; discretized logistics: each component's location = mean, log scale -2, equal
+        weights. (Burda et al. 2015 initialise their decoders this way.)
         """
         if self.modules is not None:
             raise ConfigError("with_output_bias needs to know where the decoder's output bias is, which vae-jax knows "
@@ -247,7 +260,8 @@ class VAE:
         return self.encoder.apply(params["encoder"], x.astype(jnp.float32))
 
     def decode(self, params: Params, z: ArrayLike) -> Array:
-        """z [K] -> g(z) [D]: Bernoulli logits, or the Gaussian mean."""
+        """z [K] -> g(z) [P D]: Bernoulli logits, the Gaussian mean, or the discretized logistics' parameters
+        (pixel-major, :func:`output_dim`)."""
         z = self._check("z", z, self.config.latent_dim, "latent_dim")
         return self.decoder.apply(params["decoder"], z)[0]
 
@@ -260,6 +274,8 @@ class VAE:
 
         Bernoulli: sum_d x_d log s(g_d) + (1 - x_d) log s(-g_d).
         Gaussian: -||x - g(z)||^2 / (2 sigma^2) - D/2 log(2 pi sigma^2) (per-dimension when learned).
+        Discretized logistic (mixture): sum_d log P(x_d), each 8-bit value's bin probability
+        (:func:`vae_jax.distributions.discretized_logistic_log_prob_bins`).
         """
         x = self._check("x", x, self.config.data_dim, "data_dim")
         z = self._check("z", z, self.config.latent_dim, "latent_dim")
@@ -279,7 +295,7 @@ class VAE:
         return self.likelihood.log_prob_matrix(xs, out, log_sigma[0])
 
     def mean_image(self, params: Params, z: ArrayLike) -> Array:
-        """E[x|z] [D]: sigmoid(logits) for Bernoulli, g(z) for Gaussian."""
+        """E[x|z] [D]: sigmoid(logits) for Bernoulli, g(z) for Gaussian, sum_k k/255 P(k) for the discretized."""
         return self.likelihood.mean(self.decode(params, z))
 
     def simulate(self, params: Params, key: PRNGKey) -> tuple[Array, Array]:

@@ -18,8 +18,11 @@ import numpy as np
 from vae_jax.errors import DataError
 
 STORAGE = {"binary": np.bool_, "uint8": np.uint8}  # continuous data keeps its float dtype
-FITTING_LIKELIHOODS = {"binary": ("bernoulli", "gaussian"), "uint8": ("gaussian",), "continuous": ("gaussian",)}
-"""Likelihoods that model each kind as stored; Bernoulli also fits grey levels that are ``binarize``d."""
+DISCRETIZED = ("discretized_logistic", "discretized_logistic_mixture")
+FITTING_LIKELIHOODS = {"binary": ("bernoulli", "gaussian"), "uint8": (*DISCRETIZED, "gaussian"),
+                       "continuous": ("gaussian",)}
+"""Likelihoods that model each kind as stored; Bernoulli also fits grey levels that are ``binarize``d. A
+Gaussian on 8-bit data models the dequantized values (:func:`dequantize`)."""
 
 
 def as_stored(images: np.ndarray, kind: str) -> np.ndarray:
@@ -54,6 +57,22 @@ def to_unit_float(xs, dtype=np.float32):
         return xs
     raise DataError(f"images stored as {xs.dtype}; vae-jax stores bool (binary), uint8 (8-bit levels) or float "
                     "(continuous in [0, 1]) images.")
+
+
+def dequantizes(kind: str, likelihood: str) -> bool:
+    """Whether a model of ``likelihood`` sees ``kind`` data dequantized: a continuous density (the Gaussian) on
+    8-bit levels, whose density at the levels themselves is no probability of the image (Theis et al. 2016)."""
+    return kind == "uint8" and likelihood == "gaussian"
+
+
+def dequantize(key, levels):
+    """Uniform dequantization: x' = (k + u) / 256, u ~ U[0, 1)^D from ``key``, for levels k stored as uint8 [..., D]
+    (or k / 255 as floats). x' fills [0, 1) and the bins [k/256, (k+1)/256) tile it, so for any density p on
+    [0, 1]^D, log P(k) >= E_u[log p(x')] - D log 256 (Jensen): a bound on the probability of the 8-bit image."""
+    import jax
+
+    k = levels.astype(jnp.float32) if levels.dtype == np.uint8 else jnp.round(levels * 255)
+    return (k + jax.random.uniform(key, levels.shape, jnp.float32)) / 256
 
 
 def check_likelihood_fits(kind: str, likelihood: str, binarize: bool, name: str):

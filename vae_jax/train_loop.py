@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vae_jax import data as data_lib
-from vae_jax import parallel
+from vae_jax import measures, parallel
 from vae_jax.checkpoint import Checkpointer
 from vae_jax import arrays
 from vae_jax.config import ExperimentConfig, TrainConfig
@@ -22,11 +22,13 @@ from vae_jax.evaluate import SPEC, EvalConfig, map_in_batches
 from vae_jax.images import max_images
 from vae_jax.memory import check_bytes_fit, check_fits, tree_bytes
 from vae_jax.models import VAE
-from vae_jax.pixels import to_unit_float
+from vae_jax.evaluate import _dequantize_batch
+from vae_jax.pixels import dequantizes, to_unit_float
 from vae_jax.rundir import RunFolder
 from vae_jax.signals import signal_of, stop_signals_raise
 from vae_jax.tensorboard_log import TensorBoardLog
-from vae_jax.streams import BINARIZE_STREAM, DATA_STREAM, EVAL_STREAM, INIT_STREAM, SAMPLES_STREAM, TRAIN_STREAM
+from vae_jax.streams import (BINARIZE_STREAM, DATA_STREAM, DEQUANTIZE_STREAM, EVAL_STREAM, INIT_STREAM, SAMPLES_STREAM,
+                             TRAIN_STREAM)
 from vae_jax.train_step import TrainState, make_optimizer, make_train_epoch
 from vae_jax.types import Params
 
@@ -112,6 +114,15 @@ def _set_aside(ckpt: Checkpointer, step: int, err: Exception, log):
     moved = ckpt.quarantine(step)
     log(f"checkpoint {step} could not be restored ({type(err).__name__}: {str(err)[:200]}); "
         f"moved it to {moved} and trying an older one")
+
+
+def _as_log_probability(offset: float, bits_dim: int | None, metrics: dict) -> dict[str, float]:
+    """Epoch metrics with the ELBO and its reconstruction term shifted by the dequantization ``offset``
+    (:mod:`vae_jax.measures`), and ``bits_per_dim`` of the ELBO when ``bits_dim`` (D) is given: 8-bit data."""
+    out = {k: float(v) + (offset if k in ("elbo", "reconstruction") else 0.0) for k, v in metrics.items()}
+    if bits_dim is not None:
+        out["bits_per_dim"] = measures.bits_per_dim(out["elbo"], bits_dim)
+    return out
 
 
 def _check_finite(train_metrics: dict, epoch: int, saved_epoch: int):
@@ -281,6 +292,12 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
     if tc.binarize:  # validate on one fixed binarization, so epochs are comparable
         valid_images = np.asarray(data_lib.binarize(jax.random.fold_in(base_key, BINARIZE_STREAM),
                                                     to_unit_float(jnp.asarray(valid_images))))
+    kind, likelihood, dim = tc.data_kind, vae.config.likelihood, vae.config.data_dim
+    if dequantizes(kind, likelihood):  # validate on one fixed dequantization, the training's noise
+        valid_images = np.asarray(_dequantize_batch(jax.random.fold_in(base_key, DEQUANTIZE_STREAM),
+                                                    jnp.arange(len(valid_images)), jnp.asarray(valid_images)))
+    in_probability = functools.partial(_as_log_probability, measures.log_probability_offset(kind, likelihood, dim),
+                                       dim if measures.reports_bits(kind, likelihood) else None)
     data_key, train_key = (jax.random.fold_in(base_key, s) for s in (DATA_STREAM, TRAIN_STREAM))
     mesh = parallel.data_mesh(tc.batch_size)
     state = parallel.replicate(state, mesh)
@@ -313,8 +330,8 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
             seconds = time.perf_counter() - start
             valid_metrics = validation_elbo(new_state.params, valid_images, jax.random.fold_in(base_key, EVAL_STREAM))
             record = {"epoch": epoch, "step": int(new_state.step),
-                      **{f"train_{k}": float(v) for k, v in train_metrics.items()},
-                      **{f"valid_{k}": v for k, v in valid_metrics.items()},
+                      **{f"train_{k}": v for k, v in in_probability(train_metrics).items()},
+                      **{f"valid_{k}": v for k, v in in_probability(valid_metrics).items()},
                       "seconds": seconds, "examples_per_second": steps_per_epoch * tc.batch_size / seconds}
             if parallel.is_primary():
                 folder.append_metrics(record)

@@ -17,7 +17,7 @@ from jax import lax
 
 from vae_jax.config import TrainConfig
 from vae_jax.data import binarize
-from vae_jax.pixels import to_unit_float
+from vae_jax.pixels import dequantize, dequantizes, to_unit_float
 from vae_jax.estimators import importance_log_weights
 from vae_jax.models import VAE
 from vae_jax.objectives import kl_standard_normal, reparameterized_log_likelihoods
@@ -82,14 +82,16 @@ def example_loss(vae: VAE, config: TrainConfig, params: Params, eps: Array, x: A
     return loss, {"elbo": reconstruction - kl, "reconstruction": reconstruction, "kl": kl}
 
 
-def step_noise(config: TrainConfig, latent_dim: int, train_key: PRNGKey, step: Array, xs: Array):
-    """The random draws of training step ``step``: (eps [B, S, K], the batch xs [B, D]: as stored, or binarized
-    inputs in [0, 1] when ``config.binarize``; the step converts stored batches, :func:`vae_jax.pixels.to_unit_float`).
+def step_noise(config: TrainConfig, latent_dim: int, dequantized: bool, train_key: PRNGKey, step: Array, xs: Array):
+    """The random draws of training step ``step``: (eps [B, S, K], the batch xs [B, D]: as stored, binarized
+    inputs in [0, 1] when ``config.binarize``, or ``dequantized`` 8-bit levels (k + u) / 256; the step converts
+    stored batches, :func:`vae_jax.pixels.to_unit_float`).
 
     With ``step_key = fold_in(train_key, step)`` and ``keys = split(fold_in(step_key, 0), B)``, example b's
     samples are the stream of :func:`vae_jax.elbo_terms` and :func:`vae_jax.importance_log_marginal` with
     key ``keys[b]`` (sample s from ``fold_in(keys[b], s)``); dynamic binarization draws from
-    ``fold_in(step_key, 1)``. The draws depend only on (train_key, step), so a resumed run repeats them.
+    ``fold_in(step_key, 1)``, dequantization from ``fold_in(step_key, 2)``. The draws depend only on
+    (train_key, step), so a resumed run repeats them.
     """
     step_key = jax.random.fold_in(train_key, step)
     keys = jax.random.split(jax.random.fold_in(step_key, 0), xs.shape[0])
@@ -98,6 +100,8 @@ def step_noise(config: TrainConfig, latent_dim: int, train_key: PRNGKey, step: A
     eps = jax.vmap(lambda key: standard_normal_stream(key, indices, latent_dim, dtype))(keys)
     if config.binarize:
         xs = binarize(jax.random.fold_in(step_key, 1), to_unit_float(xs))
+    if dequantized:
+        xs = dequantize(jax.random.fold_in(step_key, 2), xs)
     return eps, xs
 
 
@@ -181,12 +185,14 @@ def make_train_epoch(vae: VAE, config: TrainConfig, optimizer: optax.GradientTra
             first_bad = jnp.where((first_bad < 0) & ~finite, state.step, first_bad)
         return (new.replace(step=state.step + 1), first_bad), dict(metrics, loss=loss)
 
-    noise = jax.vmap(functools.partial(step_noise, config, vae.config.latent_dim), (None, 0, 0))
+    dequantized = dequantizes(config.data_kind, vae.config.likelihood)
+    noise = jax.vmap(functools.partial(step_noise, config, vae.config.latent_dim, dequantized), (None, 0, 0))
 
     def run(state: TrainState, batches: Array, train_key: PRNGKey, checked: bool):  # -> (state, epoch metrics)
         num_steps, batch_size, dim = batches.shape
         itemsize = to_unit_float(batches[:0]).dtype.itemsize  # of the inputs, whatever the storage
-        per_step = batch_size * itemsize * (config.num_samples * vae.config.latent_dim + dim * config.binarize)
+        per_step = batch_size * itemsize * (config.num_samples * vae.config.latent_dim
+                                            + dim * (config.binarize or dequantized))
         chunk = noise_chunk_length(num_steps, per_step)
 
         def chunk_of_steps(carry, xs):  # xs [chunk, B, D]: draw the chunk's noise at once, then step

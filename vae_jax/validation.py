@@ -119,8 +119,8 @@ def is_binary(images) -> bool:
 
 def check_data(images, data_dim: int, likelihood: str, *, name: str = "data", binarize: bool = False):
     """Raises :class:`DataError` when ``images`` [N, D] cannot be modelled: a shape other than [N, data_dim],
-    integer dtype, NaN or infinity, or values other than 0/1 for a Bernoulli likelihood (unless they are grey
-    levels in [0, 1] to be ``binarize``d). One pass over the data, on the host."""
+    integer dtype, NaN or infinity, values other than 0/1 for a Bernoulli likelihood (unless they are grey
+    levels in [0, 1] to be ``binarize``d), or other than levels k / 255 for a discretized one. One pass over the data, on the host."""
     images = np.asarray(images)
     if images.ndim != 2 or images.shape[1] != data_dim:
         raise DataError(f"{name} has shape {images.shape} but the model expects data_dim={data_dim}: flattened "
@@ -139,3 +139,10 @@ def check_data(images, data_dim: int, likelihood: str, *, name: str = "data", bi
             raise DataError(f"{name} holds values other than 0 and 1 (grey levels?) but the Bernoulli likelihood needs "
                             "0/1 data: binarize it (vae-jax train --binarize, or vae_jax.data.binarize) or use a "
                             "Gaussian likelihood (--likelihood gaussian).")
+    if likelihood.startswith("discretized"):
+        levels = images.astype(np.float64) * 255
+        if images.min(initial=0.0) < 0 or images.max(initial=0.0) > 1 or np.max(
+                np.abs(levels - np.round(levels)), initial=0.0) > 1e-3:
+            raise DataError(f"{name} holds values that are not 8-bit levels k / 255, which the {likelihood} likelihood "
+                            "models; give uint8 images (or levels / 255), or use --likelihood gaussian for "
+                            "continuous data.")
