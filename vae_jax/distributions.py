@@ -136,9 +136,12 @@ def discretized_logistic_log_prob_bins(x: ArrayLike, mean: ArrayLike, log_scale:
     """
     x, mean, log_scale = jnp.asarray(x), jnp.asarray(mean), jnp.asarray(log_scale)
     inv_scale = jnp.exp(-log_scale)
-    a = (x + HALF_BIN - mean) * inv_scale
-    b = (x - HALF_BIN - mean) * inv_scale
-    top, bottom = x > 1.0 - HALF_BIN, x < HALF_BIN  # levels 255 and 0
+    # The edges (k +- 1/2) / 255 from the level k: neighbouring bins then share their edge to the last bit, so the
+    # 256 probabilities telescope to 1 (edges x +- h round differently for neighbours: 1e-5 off at tiny scales).
+    level = jnp.round(x * LEVELS)
+    a = ((level + 0.5) / LEVELS - mean) * inv_scale
+    b = ((level - 0.5) / LEVELS - mean) * inv_scale
+    top, bottom = level > LEVELS - 0.5, level < 0.5  # levels 255 and 0
     upper = jnp.where(top, 0.0, jax.nn.log_sigmoid(a))  # log P(below the upper edge)
     lower = jnp.where(bottom, 0.0, jax.nn.log_sigmoid(-b))  # log P(above the lower edge)
     width = jnp.where(top | bottom, 0.0, _log_one_minus_exp(2.0 * HALF_BIN * inv_scale))
@@ -231,7 +234,7 @@ def _logit(mean: Array, eps: float = 1e-4) -> Array:
     return jnp.log(mean) - jnp.log1p(-mean)
 
 
-INITIAL_LOG_SCALE = -2.0  # the discretized logistics' log scale at the start of training (s = 0.14)
+INITIAL_LOG_SCALE = -3.0  # the discretized logistics' log scale at the start of training (s = 0.05)
 
 
 def _logistic_output(mean: Array) -> Array:
@@ -240,7 +243,8 @@ def _logistic_output(mean: Array) -> Array:
 
 def discretized_logistic_mixture(components: int) -> Likelihood:
     """The :class:`Likelihood` of :func:`discretized_logistic_mixture_log_prob` with M = ``components``."""
-    log_prob = lambda x, g, log_sigma: discretized_logistic_mixture_log_prob(x, g, components)
+    pair = lambda x, g: discretized_logistic_mixture_log_prob(x, g, components)
+    log_prob = lambda x, g, log_sigma: pair(x, g)
 
     def mean(g):
         log_weights, means, log_scales = _mixture_params(g, g.shape[-1] // (3 * components), components)
@@ -257,7 +261,7 @@ def discretized_logistic_mixture(components: int) -> Likelihood:
         return _logistic_sample(draw_key, jnp.take_along_axis(means, m, 1)[:, 0],
                                 jnp.take_along_axis(log_scales, m, 1)[:, 0])
 
-    return Likelihood(log_prob, _pairwise(log_prob), mean, output_for_mean, sample, 3 * components)
+    return Likelihood(log_prob, _pairwise(pair), mean, output_for_mean, sample, 3 * components)
 
 
 LIKELIHOODS = {

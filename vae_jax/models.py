@@ -226,7 +226,7 @@ class VAE:
         """``params`` with the decoder's output bias set from the data's per-dimension means [D].
 
         Bernoulli: bias = logit(clip(mean, 1e-4, 1 - 1e-4)), so sigmoid(g(z)) starts near the mean image;
-        Gaussian: bias = mean; discretized logistics: each component's location = mean, log scale -2, equal
+        Gaussian: bias = mean; discretized logistics: each component's location = mean, log scale -3, equal
         weights. (Burda et al. 2015 initialise their decoders this way.)
         """
         if self.modules is not None:
