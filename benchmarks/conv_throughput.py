@@ -6,12 +6,15 @@ transposed conv 3x3/2 (32) -> transposed conv 3x3/2 (1, no bias) + per-pixel bia
 float32, Adam, one-sample ELBO. Every round times one epoch of ``--steps`` steps of each contender,
 alternating, after compilation and warm-up, and the script prints medians over rounds:
 
-- ``vae-jax``: the library's jitted, scanned epoch (``train_step.make_train_epoch``), the CLI's loop;
+- ``vae-jax``: the library's jitted, scanned epoch (``train_step.make_train_epoch``), the CLI's loop, with its
+  conv layers (:mod:`vae_jax.conv`);
 - ``plain-jax``: the same network written directly in JAX + optax (batched NHWC convolutions, no Flax, no
   vae-jax code), to separate the library's overhead from XLA's convolutions;
 - ``plain-jax-patches``: the same, each convolution written as a patch matrix (``conv_general_dilated_patches``)
-  times a weight matrix, the "im2col" formulation, and each transposed convolution as the patches of the
-  stride-dilated input;
+  times a weight matrix, and each transposed convolution as the patches of the stride-dilated input (the
+  patches come from a convolution with a one-hot kernel, as slow as the convolution itself);
+- ``plain-jax-slices``: the same with vae-jax's layers (:mod:`vae_jax.conv`): patches as nine strided slices
+  ("im2col"), the transposed convolution as one product for all taps placed by padding ("col2im");
 - ``pytorch``: the same network in PyTorch (NCHW, oneDNN convolutions), and ``pytorch-channels-last`` (NHWC).
 
 PyTorch pads a stride-2 convolution symmetrically (1, 1) where XLA's SAME pads (0, 1): the shapes, the
@@ -34,6 +37,7 @@ from jax import lax
 
 from train_throughput import time_alternating
 from vae_jax import train_step
+from vae_jax.conv import conv_stride2, conv_transpose_stride2
 from vae_jax.config import ModelConfig, TrainConfig
 from vae_jax.models import VAE
 
@@ -74,6 +78,8 @@ def _conv(x, w, formulation):
     """3x3 stride-2 SAME convolution of x [B, H, W, Cin] with w [3, 3, Cin, Cout]."""
     if formulation == "xla":
         return lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=NHWC)
+    if formulation == "slices":  # vae-jax's layers: nine strided slices times the kernel ("im2col")
+        return jax.vmap(conv_stride2, (0, None))(x, w)
     patches = lax.conv_general_dilated_patches(x, (3, 3), (2, 2), "SAME", dimension_numbers=NHWC)
     return patches @ _patch_matrix(w)  # [B, H', W', Cin * 9] @ [Cin * 9, Cout]
 
@@ -83,6 +89,8 @@ def _conv_transpose(x, w, formulation):
     ``lax.conv_transpose`` computes it: a stride-1 convolution of the input dilated by 2, padded (2, 1)."""
     if formulation == "xla":
         return lax.conv_transpose(x, w, (2, 2), "SAME", dimension_numbers=NHWC)
+    if formulation == "slices":  # vae-jax's layers: one product for the nine taps, placed by padding ("col2im")
+        return jax.vmap(conv_transpose_stride2, (0, None))(x, w)
     patches = lax.conv_general_dilated_patches(x, (3, 3), (1, 1), ((2, 1), (2, 1)), lhs_dilation=(2, 2),
                                                dimension_numbers=NHWC)
     return patches @ _patch_matrix(w)
@@ -184,8 +192,9 @@ def check_formulations_agree():
     x = jax.random.normal(jax.random.key(3), (4, 14, 14, 8))
     w = jax.random.normal(jax.random.key(4), (3, 3, 8, 5))
     for fn in (_conv, _conv_transpose):
-        a, b = fn(x, w, "xla"), fn(x, w, "patches")
-        assert a.shape == b.shape and float(jnp.max(jnp.abs(a - b))) < 1e-4, (fn.__name__, a.shape, b.shape)
+        for formulation in ("patches", "slices"):
+            a, b = fn(x, w, "xla"), fn(x, w, formulation)
+            assert a.shape == b.shape and float(jnp.max(jnp.abs(a - b))) < 1e-4, (fn.__name__, formulation, a.shape)
 
 
 def main(argv=None):
@@ -201,6 +210,7 @@ def main(argv=None):
           f"{torch.get_num_threads()} threads")
     makers = {"vae-jax": vae_jax_runner, "plain-jax": plain_jax_runner,
               "plain-jax-patches": functools.partial(plain_jax_runner, formulation="patches"),
+              "plain-jax-slices": functools.partial(plain_jax_runner, formulation="slices"),
               "pytorch": torch_runner, "pytorch-channels-last": functools.partial(torch_runner, channels_last=True)}
     names = [n for n in args.only.split(",") if n] or list(makers)
     start = time.perf_counter()

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vae_jax import validation
+from vae_jax import conv, validation
 from vae_jax.config import ModelConfig
 from vae_jax.distributions import Likelihood, likelihood as likelihood_named
 from vae_jax.types import Array, ArrayLike, Params, PRNGKey
@@ -75,7 +75,7 @@ class Encoder(nn.Module):
         act = _activation(c.activation)
         h = x.reshape(c.data_shape)
         for i, width in enumerate(c.channels):
-            h = act(nn.Conv(width, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
+            h = act(conv.Conv(width, name=f"conv_{i}")(h))
         h = act(nn.Dense(c.hidden[-1], name="dense")(h.reshape(-1)))
         return _split_mean_log_var(nn.Dense(2 * c.latent_dim, name="out")(h), c)
 
@@ -121,9 +121,9 @@ class Decoder(nn.Module):
             g = act(nn.Dense(c.hidden[-1], name="dense")(z))
             g = act(nn.Dense(h * w * c.channels[-1], name="project")(g)).reshape(h, w, c.channels[-1])
             for i, width in enumerate(reversed(c.channels[:-1])):
-                g = act(nn.ConvTranspose(width, (3, 3), strides=(2, 2), padding="SAME", name=f"deconv_{i}")(g))
-            g = nn.ConvTranspose(output_dim(c) // (c.data_shape[0] * c.data_shape[1]), (3, 3), strides=(2, 2), padding="SAME", use_bias=False,
-                                 name="to_image")(g)
+                g = act(conv.ConvTranspose(width, name=f"deconv_{i}")(g))
+            g = conv.ConvTranspose(output_dim(c) // (c.data_shape[0] * c.data_shape[1]), use_bias=False,
+                                   name="to_image")(g)
             bias = self.param("output_bias", nn.initializers.zeros, (output_dim(c),), jnp.float32)
             out = g[: c.data_shape[0], : c.data_shape[1]].reshape(-1) + bias
         learned = self.param("log_sigma", nn.initializers.constant(math.log(c.sigma)), (c.data_dim,),
