@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.compiler_flags import FAST_COMPILE_FLAGS
+
 # Tests check identities at float32 precision: on a GPU, JAX's default lets float32 matrix products use
 # TensorFloat32 (10-bit mantissa), which moves results by ~1e-3 relative, and picks kernels that need not
 # be bit-reproducible from one process to the next, which the exact-resume tests require. Both settings
@@ -13,8 +15,12 @@ import pytest
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "float32")
 # Two test workers share one accelerator: JAX's default takes 75% of its memory in the first process.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# The tests' models are small and their data few: most of their time is XLA compiling (on a CPU, LLVM's
+# optimizations). Compiling with LLVM at -O0 and without its expensive passes took 213 s where the default took
+# 306 s for the same tests (2026-12-02); the programs are the same, only slower to run, which these tests do not
+# measure (benchmarks/ does, at the default settings).
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_gpu_deterministic_ops=true",
-                                    "--xla_gpu_autotune_level=0"]).strip()
+                                    "--xla_gpu_autotune_level=0", *FAST_COMPILE_FLAGS]).strip()
 
 # One persistent compilation cache for the whole test run, shared by both xdist workers and every vae-jax process
 # the tests start (the environment is inherited): the fault and CLI tests train the same small model in many

@@ -40,7 +40,7 @@ print(json.dumps({"devices": jax.device_count(), "sharding": sharding,
 
 def _run(tmp_path, name, shared_data, data_dir, devices):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
     env["JAX_PLATFORMS"] = "cpu"  # simulated devices are host devices, also where a GPU is present
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / name), str(shared_data), str(data_dir)],
                          capture_output=True, text=True, env=env, check=True)
@@ -76,7 +76,8 @@ def test_two_processes_on_localhost_agree_with_one(shared_data, data_dir, tmp_pa
               "--data-dir", str(data_dir)]
     subprocess.run([sys.executable, "-m", "vae_jax", "train", "--workdir", str(tmp_path / "single"), *common],
                    check=True, capture_output=True)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
     port = _free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "vae_jax", "train", "--workdir", str(tmp_path / "multi"), *common,
                                "--coordinator-address", f"127.0.0.1:{port}", "--num-processes", "2",
