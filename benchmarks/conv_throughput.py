@@ -32,10 +32,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import lax
 
-from train_throughput import time_alternating
+from train_throughput import bernoulli_batches, plain_epoch_runner, time_alternating, torch_epoch_runner
 from vae_jax import train_step
 from vae_jax.conv import conv_stride2, conv_transpose_stride2
 from vae_jax.config import ModelConfig, TrainConfig
@@ -51,10 +50,6 @@ def conv_flops_per_step(batch: int = BATCH) -> float:
     macs = (14 * 14 * 9 * 1 * c1 + 7 * 7 * 9 * c1 * c2 + 7 * 7 * c2 * HIDDEN + HIDDEN * 2 * LATENT  # encoder
             + LATENT * HIDDEN + HIDDEN * 7 * 7 * c2 + 14 * 14 * 9 * c2 * c1 + 28 * 28 * 9 * c1 * 1)  # decoder
     return 3 * 2 * macs * batch
-
-
-def bernoulli_batches(steps: int, batch: int = BATCH) -> jax.Array:
-    return jax.random.bernoulli(jax.random.key(1), 0.2, (steps, batch, 784)).astype(jnp.float32)
 
 
 def vae_jax_runner(steps: int, batch: int = BATCH):
@@ -110,8 +105,6 @@ def plain_jax_runner(steps: int, batch: int = BATCH, formulation: str = "xla"):
     keys = dict(zip(shapes, jax.random.split(jax.random.key(0), len(shapes))))
     params = {n: jax.random.normal(keys[n], s) / np.sqrt(np.prod(s[:-1])) for n, s in shapes.items()}
     params.update({f"{n}_b": jnp.zeros(s[-1]) for n, s in shapes.items() if n != "t2"}, out_b=jnp.zeros(784))
-    optimizer = optax.adam(1e-3)
-
     def loss(p, x, key):
         h = jnp.tanh(_conv(x.reshape(-1, 28, 28, 1), p["c1"], formulation) + p["c1_b"])
         h = jnp.tanh(_conv(h, p["c2"], formulation) + p["c2_b"])
@@ -126,27 +119,7 @@ def plain_jax_runner(steps: int, batch: int = BATCH, formulation: str = "xla"):
         kl = 0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1)
         return -jnp.mean(rec - kl)
 
-    @jax.jit
-    def epoch(params, opt_state, batches, key):
-        def step(carry, inputs):
-            params, opt_state = carry
-            i, x = inputs
-            value, grads = jax.value_and_grad(loss)(params, x, jax.random.fold_in(key, i))
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), value
-        (params, opt_state), values = lax.scan(step, (params, opt_state), (jnp.arange(len(batches)), batches))
-        return params, opt_state, jnp.mean(values)
-
-    batches = bernoulli_batches(steps, batch)
-    holder = {"state": (params, optimizer.init(params))}
-
-    def run():
-        params, opt_state, value = epoch(*holder["state"], batches, jax.random.key(2))
-        holder["state"] = (params, opt_state)
-        jax.block_until_ready(value)
-
-    run()
-    return run
+    return plain_epoch_runner(loss, params, bernoulli_batches(steps, batch))
 
 
 def torch_runner(steps: int, batch: int = BATCH, channels_last: bool = False):
@@ -168,23 +141,7 @@ def torch_runner(steps: int, batch: int = BATCH, channels_last: bool = False):
     if channels_last:
         data = torch.stack([d.contiguous(memory_format=torch.channels_last) for d in data])
 
-    def step(x):
-        mean, log_var = enc(x).chunk(2, dim=-1)
-        z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
-        logits = dec(z) + out_bias
-        rec = -nn.functional.binary_cross_entropy_with_logits(logits, x.reshape(len(x), -1), reduction="none").sum(-1)
-        kl = 0.5 * (torch.exp(log_var) + mean**2 - 1 - log_var).sum(-1)
-        loss = -(rec - kl).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    def run():
-        for i in range(steps):
-            step(data[i])
-
-    run()
-    return run
+    return torch_epoch_runner(enc, lambda z: dec(z) + out_bias, opt, data)
 
 
 def check_formulations_agree():

@@ -58,7 +58,7 @@ def jax_runner(steps: int, batch: int = BATCH, objective: str = "elbo", samples:
     vae = VAE(ModelConfig())
     optimizer = module.make_optimizer(config, steps)
     state = module.TrainState.create(vae.init(jax.random.key(0)), optimizer)
-    batches = jax.random.bernoulli(jax.random.key(1), 0.2, (steps, batch, 784)).astype(jnp.float32)
+    batches = bernoulli_batches(steps, batch)
     epoch = module.make_train_epoch(vae, config, optimizer, steps, **epoch_kwargs)
     key = jax.random.key(2)
     holder = {"state": state}
@@ -74,13 +74,10 @@ def jax_runner(steps: int, batch: int = BATCH, objective: str = "elbo", samples:
 def plain_jax_runner(steps: int, batch: int = BATCH):
     """The same model and step written directly in JAX + optax, no vae-jax code: dicts of weights,
     one-sample ELBO with batch-drawn eps, Adam, one jitted ``lax.scan`` per epoch."""
-    import optax
-
     sizes = {"enc": [(784, 200), (200, 200), (200, 100)], "dec": [(50, 200), (200, 200), (200, 784)]}
     keys = iter(jax.random.split(jax.random.key(0), 6))
     init = lambda i, o: {"w": jax.random.normal(next(keys), (i, o)) / np.sqrt(i), "b": jnp.zeros(o)}
     params = {name: [init(i, o) for i, o in layers] for name, layers in sizes.items()}
-    optimizer = optax.adam(1e-3)
 
     def mlp(layers, h):
         for layer in layers[:-1]:
@@ -95,6 +92,20 @@ def plain_jax_runner(steps: int, batch: int = BATCH):
         kl = 0.5 * jnp.sum(jnp.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1)
         return -jnp.mean(rec - kl)
 
+    return plain_epoch_runner(loss, params, bernoulli_batches(steps, batch))
+
+
+def bernoulli_batches(steps: int, batch: int, dim: int = 784) -> jax.Array:
+    return jax.random.bernoulli(jax.random.key(1), 0.2, (steps, batch, dim)).astype(jnp.float32)
+
+
+def plain_epoch_runner(loss, params, batches):
+    """A call that runs one epoch of ``loss(params, x, key)`` with optax's Adam over ``batches`` [S, B, D]: one
+    jitted ``lax.scan``, the key of step i ``fold_in(key, i)`` (compiled and warmed up first)."""
+    import optax
+
+    optimizer = optax.adam(1e-3)
+
     @jax.jit
     def epoch(params, opt_state, batches, key):
         def step(carry, inputs):
@@ -106,7 +117,6 @@ def plain_jax_runner(steps: int, batch: int = BATCH):
         (params, opt_state), values = jax.lax.scan(step, (params, opt_state), (jnp.arange(len(batches)), batches))
         return params, opt_state, jnp.mean(values)
 
-    batches = jax.random.bernoulli(jax.random.key(1), 0.2, (steps, batch, 784)).astype(jnp.float32)
     holder = {"state": (params, optimizer.init(params))}
 
     def run():
@@ -131,11 +141,20 @@ def torch_runner(steps: int, batch: int = BATCH):
     opt = torch.optim.Adam(params, lr=1e-3)
     data = (torch.rand(steps, batch, 784) < 0.2).float().to(device)
 
+    return torch_epoch_runner(enc, dec, opt, data, device)
+
+
+def torch_epoch_runner(encode, decode, opt, data, device: str = "cpu"):
+    """A call that runs one epoch of the one-sample Bernoulli ELBO step in PyTorch over ``data`` [S, B, ...]:
+    ``encode(x)`` -> [B, 2K], ``decode(z)`` -> logits [B, D] (warmed up first)."""
+    import torch
+    from torch import nn
+
     def step(x):
-        mean, log_var = enc(x).chunk(2, dim=-1)
+        mean, log_var = encode(x).chunk(2, dim=-1)
         z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
-        logits = dec(z)
-        rec = -nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+        logits = decode(z)
+        rec = -nn.functional.binary_cross_entropy_with_logits(logits, x.reshape(len(x), -1), reduction="none").sum(-1)
         kl = 0.5 * (torch.exp(log_var) + mean**2 - 1 - log_var).sum(-1)
         loss = -(rec - kl).mean()
         opt.zero_grad()
@@ -143,7 +162,7 @@ def torch_runner(steps: int, batch: int = BATCH):
         opt.step()
 
     def run():
-        for i in range(steps):
+        for i in range(len(data)):
             step(data[i])
         if device == "cuda":
             torch.cuda.synchronize()
