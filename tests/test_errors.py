@@ -68,7 +68,11 @@ def test_evaluating_a_run_without_checkpoints(tmp_path, capsys):
     ((20, 20, 1), "binary", "bernoulli", False, r"shape \(20, 20, 1\) but the model was made for \(28, 28, 1\)"),
     ((28, 28, 3), "binary", "bernoulli", False, r"shape \(28, 28, 3\)"),
     ((28, 28, 1), "uint8", "bernoulli", False, "uint8 data, which the bernoulli likelihood cannot model: use "
-     "--likelihood gaussian, or --binarize"),
+     "--likelihood discretized_logistic or --likelihood discretized_logistic_mixture or --likelihood gaussian, "
+     "or --binarize"),
+    ((28, 28, 1), "binary", "discretized_logistic", False, "binary data, which the discretized_logistic likelihood "
+     "cannot model: use --likelihood bernoulli or --likelihood gaussian"),
+    ((28, 28, 1), "uint8", "discretized_logistic_mixture", False, None),
     ((28, 28, 1), "continuous", "bernoulli", False, "continuous data, which the bernoulli likelihood cannot model"),
     ((28, 28, 1), "uint8", "bernoulli", True, None),  # binarized grey levels
     ((28, 28, 1), "continuous", "gaussian", False, None),

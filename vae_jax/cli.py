@@ -129,8 +129,10 @@ def exit_process(code: int):
     """Ends the program with ``code``. After a stop signal (codes above 128) it skips the interpreter's
     teardown: the signal may have cut JAX short in the middle of compiling or running, and tearing down
     XLA's threads under that work can crash the process (a segfault instead of the promised exit code).
+    After an error (code 2) too: a save that failed (a full disk) can leave Orbax's background threads to
+    report, during teardown, that their event loop is closed, a traceback after the one-line message.
     Everything vae-jax writes is complete by then (results whole, checkpoints saved, logs closed)."""
-    if code > 128:
+    if code > 128 or code == 2:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
