@@ -24,7 +24,7 @@ from vae_jax.diagnostics import KHAT_UNRELIABLE
 from vae_jax.errors import ConfigError
 from vae_jax.memory import check_fits
 from vae_jax import measures
-from vae_jax.pixels import dequantize, dequantizes, to_unit_float
+from vae_jax.pixels import dequantize_examples, dequantizes, to_unit_float
 from vae_jax.progress import ChunkBar
 from vae_jax.estimators import importance_log_marginal_stats
 from vae_jax.models import VAE
@@ -288,17 +288,12 @@ def map_in_batches(fn, key: PRNGKey, images: np.ndarray, batch_size: int, *,
             if dequantize_key is None:
                 xs = to_unit_float(jnp.asarray(xs))  # stored images (bool, uint8, float) -> inputs, on the device
             else:
-                xs = _dequantize_batch(dequantize_key, jnp.asarray(index), jnp.asarray(xs))
+                xs = dequantize_examples(dequantize_key, jnp.asarray(index), jnp.asarray(xs))
             xs, keys = parallel.shard_batch(xs, mesh), parallel.shard_batch(keys, mesh)
             outputs.append(parallel.to_host(fn(keys, xs)))
             bar.update(min(batch_size, n - start))
     merged = {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}
     return {name: value[:n] for name, value in merged.items()}
-
-
-@jax.jit
-def _dequantize_batch(key, index, xs):
-    return jax.vmap(lambda i, x: dequantize(jax.random.fold_in(key, i), x))(index, xs)
 
 
 def make_estimator_fns(vae: VAE, params: Params, key: PRNGKey, config: "EvalConfig | None" = None, *,

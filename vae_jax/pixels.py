@@ -12,6 +12,7 @@ bool -> 0.0/1.0, uint8 -> level / 255, floats unchanged. The storage dtype alone
 so a batch needs no other label.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -69,10 +70,15 @@ def dequantize(key, levels):
     """Uniform dequantization: x' = (k + u) / 256, u ~ U[0, 1)^D from ``key``, for levels k stored as uint8 [..., D]
     (or k / 255 as floats). x' fills [0, 1) and the bins [k/256, (k+1)/256) tile it, so for any density p on
     [0, 1]^D, log P(k) >= E_u[log p(x')] - D log 256 (Jensen): a bound on the probability of the 8-bit image."""
-    import jax
-
     k = levels.astype(jnp.float32) if levels.dtype == np.uint8 else jnp.round(levels * 255)
     return (k + jax.random.uniform(key, levels.shape, jnp.float32)) / 256
+
+
+@jax.jit
+def dequantize_examples(key, index, levels):
+    """:func:`dequantize` of examples levels [B, D] with their indices [B]: example i draws from
+    ``fold_in(key, i)``, so its u does not depend on the batch it is in."""
+    return jax.vmap(lambda i, x: dequantize(jax.random.fold_in(key, i), x))(index, levels)
 
 
 def check_likelihood_fits(kind: str, likelihood: str, binarize: bool, name: str):

@@ -22,8 +22,7 @@ from vae_jax.evaluate import SPEC, EvalConfig, map_in_batches
 from vae_jax.images import max_images
 from vae_jax.memory import check_bytes_fit, check_fits, tree_bytes
 from vae_jax.models import VAE
-from vae_jax.evaluate import _dequantize_batch
-from vae_jax.pixels import dequantizes, to_unit_float
+from vae_jax.pixels import dequantize_examples, dequantizes, to_unit_float
 from vae_jax.rundir import RunFolder
 from vae_jax.signals import signal_of, stop_signals_raise
 from vae_jax.tensorboard_log import TensorBoardLog
@@ -294,7 +293,7 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
                                                     to_unit_float(jnp.asarray(valid_images))))
     kind, likelihood, dim = tc.data_kind, vae.config.likelihood, vae.config.data_dim
     if dequantizes(kind, likelihood):  # validate on one fixed dequantization, the training's noise
-        valid_images = np.asarray(_dequantize_batch(jax.random.fold_in(base_key, DEQUANTIZE_STREAM),
+        valid_images = np.asarray(dequantize_examples(jax.random.fold_in(base_key, DEQUANTIZE_STREAM),
                                                     jnp.arange(len(valid_images)), jnp.asarray(valid_images)))
     in_probability = functools.partial(_as_log_probability, measures.log_probability_offset(kind, likelihood, dim),
                                        dim if measures.reports_bits(kind, likelihood) else None)
