@@ -13,6 +13,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -31,14 +32,14 @@ def _stderr_to(log_path: Path | None):
     """Keeps everything written to file descriptor 2 (Python or C++) meanwhile out of the terminal and
     appends it, if there was any, to ``log_path`` (when that can be written)."""
     if log_path is None:
-        yield
+        yield None
         return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            yield
+            yield captured
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
@@ -49,6 +50,24 @@ def _stderr_to(log_path: Path | None):
                 with contextlib.suppress(OSError):  # a read-only run folder: the details are dropped
                     with open(log_path, "ab") as log:
                         log.write(text)
+
+
+def _until_quiet(captured, quiet_s: float = 0.5, limit_s: float = 5.0):
+    """Waits until nothing has been written to ``captured`` for ``quiet_s`` seconds (at most ``limit_s``).
+
+    After a failed save, writes still in flight in TensorStore's threads finish after Orbax has closed
+    the event loop that awaited them, and each reports "Event loop is closed" on stderr; under load that
+    can take a moment. Waiting while stderr still goes to the log keeps those reports out of the terminal."""
+    if captured is None:
+        return
+    size, quiet_since, start = -1, time.monotonic(), time.monotonic()
+    while time.monotonic() - start < limit_s:
+        now_size = os.fstat(captured.fileno()).st_size
+        if now_size != size:
+            size, quiet_since = now_size, time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
+            return
+        time.sleep(0.05)
 
 
 def _chain(err: BaseException):
@@ -97,18 +116,22 @@ class Checkpointer:
             "epoch": epoch,
             "metrics": metrics,
         }
-        try:
-            with _stderr_to(self.log_path):
+        failure = None
+        with _stderr_to(self.log_path) as captured:
+            try:
                 self._manager.save(
                     step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                     force=True,
                 )
                 self._manager.wait_until_finished()
-        except BaseException as err:  # a full disk, a signal: no half-written checkpoint is left behind
-            self._discard_unfinished(step)
-            if isinstance(err, Exception):
-                raise self._save_error(step, err) from err
-            raise
+            except BaseException as err:  # a full disk, a signal: no half-written checkpoint is left behind
+                failure = err
+                self._discard_unfinished(step)
+                _until_quiet(captured)
+        if isinstance(failure, Exception):
+            raise self._save_error(step, failure) from failure
+        if failure is not None:
+            raise failure
         self._prune()
         return step
 
