@@ -48,3 +48,16 @@ def shared_data() -> Path:
 def data_dir(tmp_path_factory) -> Path:
     """A TFDS data_dir shared by the session, so each split is prepared once."""
     return tmp_path_factory.mktemp("tfds")
+
+
+_FIRST = ("tests/test_experiments.py", "tests/test_notebooks.py")
+
+
+def pytest_collection_modifyitems(items):
+    """The slow end-to-end tests run first (the experiments' and notebooks' runs of 1-3 minutes first of all), so
+    the workers do not wait at the end of the run for one long test that happened to start last."""
+    def rank(item):
+        if item.nodeid.startswith(_FIRST):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+    items.sort(key=rank)  # stable: the order within each group is the collection order
