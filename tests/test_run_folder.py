@@ -381,6 +381,10 @@ def test_bdmc_reports_the_gap_between_forward_and_reverse_ais(trained, capsys):
     assert result["num_examples"] == 3 and len(result["gap"]["per_example"]) == 3
     assert result["reverse"]["mean"] > result["forward"]["mean"] - 0.5  # upper above lower, up to MC error
     assert "BDMC gap" in out
+    gaps = np.asarray(result["gap"]["per_example"])
+    assert result["gap"]["stderr"] == pytest.approx(gaps.std(ddof=1) / np.sqrt(3), rel=1e-5)
+    assert result["certified"] == (result["gap"]["mean"] < result["certified_below"] == 0.1)
+    assert ("not certified" in out) != result["certified"]
 
 
 def test_relative_workdir_results_land_in_the_workdir(trained, data_args, capsys, tmp_path, monkeypatch):
