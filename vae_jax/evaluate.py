@@ -175,8 +175,9 @@ def bdmc(vae: VAE, params: Params, key: PRNGKey, num_examples: int, config: "Eva
     settings. Their gap bounds the error of forward AIS with those settings on such data.
 
     Returns:
-      ``{"num_examples", "forward": {mean, ...}, "reverse": {mean, ...}, "gap": {mean, max, stderr, per_example},
-      "certified" (the mean gap below :data:`CERTIFIED_GAP`), "certified_below", "settings"}``.
+      ``{"num_examples", "forward": {mean, ...}, "reverse": {mean, ...}, "gap": {mean, stderr, median, quartiles,
+      max, per_example} (:func:`summarize`), "certified" (the mean gap below :data:`CERTIFIED_GAP`),
+      "certified_below", "settings"}``.
     """
     num_examples = check_positive_int("num_examples", num_examples)
     simulate_key, run_key = jax.random.split(key)
@@ -204,9 +205,7 @@ def bdmc(vae: VAE, params: Params, key: PRNGKey, num_examples: int, config: "Eva
     return {"num_examples": num_examples,
             "forward": {"mean": float(np.mean(values["value"])), "acceptance": float(np.mean(values["acceptance"]))},
             "reverse": {"mean": float(np.mean(values["reverse"]))},
-            "gap": {"mean": float(np.mean(gap)), "max": float(np.max(gap)),
-                    "stderr": float(np.std(gap, ddof=1) / np.sqrt(len(gap))) if len(gap) > 1 else float("nan"),
-                    "per_example": gap.tolist()},
+            "gap": {**summarize({"value": gap}), "max": float(np.max(gap)), "per_example": gap.tolist()},
             "certified": certified(float(np.mean(gap))), "certified_below": CERTIFIED_GAP,
             "settings": {"ais_chains": config.ais_chains, "ais_temperatures": config.ais_temperatures,
                          "leapfrog_steps": config.leapfrog_steps, "ais_start": config.ais_start}}
