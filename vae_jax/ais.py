@@ -58,20 +58,24 @@ def sigmoid_schedule(num_temperatures: int, delta: float = 4.0) -> Array:
     return (s - s[0]) / (s[-1] - s[0])
 
 
-class _Path(NamedTuple):
+class AnnealingPath(NamedTuple):
+    """The geometric path's two terms for one example: log f_b(z) = log_start(z) + b log_ratio(z)."""
+
     log_start: callable  # z [K] -> log p_0(z)
     log_ratio: callable  # z [K] -> log p(z) + log p(x|z) - log p_0(z)
 
 
-def _path(log_likelihood, x, start) -> _Path:
+def annealing_path(log_likelihood, x, start) -> AnnealingPath:
+    """The path from p_0 = the prior (``start`` None) or q = N(mean, exp(log_var)) (``start`` = (mean [K],
+    log_var [K])) to the posterior of x [D]."""
     if start is None:  # the prior: the ratio is the likelihood alone
-        return _Path(standard_normal_log_prob, lambda z: log_likelihood(x, z))
+        return AnnealingPath(standard_normal_log_prob, lambda z: log_likelihood(x, z))
     mean, log_var = start
     log_q = lambda z: diag_normal_log_prob(z, mean, log_var)
-    return _Path(log_q, lambda z: standard_normal_log_prob(z) + log_likelihood(x, z) - log_q(z))
+    return AnnealingPath(log_q, lambda z: standard_normal_log_prob(z) + log_likelihood(x, z) - log_q(z))
 
 
-def _anneal(key, path: _Path, z0: Array, betas: Array, step_sizes: Array, leapfrog_steps: int, adapt: bool,
+def _anneal(key, path: AnnealingPath, z0: Array, betas: Array, step_sizes: Array, leapfrog_steps: int, adapt: bool,
             target_acceptance: float):
     """Runs chains z0 [C, K] through ``betas`` [T + 1]. Returns (log-weights [C], mean acceptance, step sizes [T])."""
     # Imported here: importing blackjax starts JAX's backend, which must wait for jax.distributed.initialize.
@@ -125,7 +129,7 @@ def _summary(log_w: Array, acceptance: Array, step_sizes: Array, sign: float) ->
 PILOT_TEMPERATURES = 100  # the pilot anneals over at most this many; step sizes are interpolated in b
 
 
-def tune_step_sizes(key, path: _Path, z0: Array, betas: Array, leapfrog_steps: int, target_acceptance: float,
+def tune_step_sizes(key, path: AnnealingPath, z0: Array, betas: Array, leapfrog_steps: int, target_acceptance: float,
                     initial_step_size: float = 0.1) -> Array:
     """[T] step sizes from a pilot run that adapts one shared step size per temperature (then frozen).
 
@@ -138,7 +142,8 @@ def tune_step_sizes(key, path: _Path, z0: Array, betas: Array, leapfrog_steps: i
     return jnp.exp(jnp.interp(betas[1:], pilot_betas[1:], jnp.log(used)))
 
 
-def _start_samples(key, path_start, num_chains: int, latent_dim: int, dtype):
+def start_samples(key, path_start, num_chains: int, latent_dim: int, dtype):
+    """[num_chains, K] draws from p_0: the prior, or q when ``path_start`` = (mean, log_var)."""
     eps = jax.random.normal(key, (num_chains, latent_dim), dtype)
     if path_start is None:
         return eps
@@ -146,7 +151,7 @@ def _start_samples(key, path_start, num_chains: int, latent_dim: int, dtype):
     return mean + jnp.exp(0.5 * log_var) * eps
 
 
-def _setup(key, log_likelihood, x, start, latent_dim, num_temperatures, leapfrog_steps, pilot_chains,
+def setup_annealing(key, log_likelihood, x, start, latent_dim, num_temperatures, leapfrog_steps, pilot_chains,
            target_acceptance, step_sizes):
     """(path, betas [T + 1], frozen step sizes [T]): checks the counts, then tunes the step sizes by a pilot
     run unless they are given."""
@@ -154,9 +159,9 @@ def _setup(key, log_likelihood, x, start, latent_dim, num_temperatures, leapfrog
                         ("leapfrog_steps", leapfrog_steps), ("pilot_chains", pilot_chains)):
         validation.check_positive_int(name, value)
     start = validation.check_start(start, latent_dim)
-    path, betas = _path(log_likelihood, x, start), sigmoid_schedule(num_temperatures).astype(x.dtype)
+    path, betas = annealing_path(log_likelihood, x, start), sigmoid_schedule(num_temperatures).astype(x.dtype)
     if step_sizes is None:
-        z_pilot = _start_samples(jax.random.fold_in(key, 0), start, pilot_chains, latent_dim, x.dtype)
+        z_pilot = start_samples(jax.random.fold_in(key, 0), start, pilot_chains, latent_dim, x.dtype)
         step_sizes = tune_step_sizes(jax.random.fold_in(key, 1), path, z_pilot, betas, leapfrog_steps,
                                      target_acceptance)
     return path, betas, jnp.asarray(step_sizes, x.dtype)
@@ -198,9 +203,9 @@ def ais_log_marginal(
     x = validation.as_float_data("x", x).astype(jnp.float32)
     validation.check_positive_int("num_chains", num_chains)
     pilot_key, start_key, run_key = jax.random.split(key, 3)
-    path, betas, step_sizes = _setup(pilot_key, log_likelihood, x, start, latent_dim, num_temperatures,
+    path, betas, step_sizes = setup_annealing(pilot_key, log_likelihood, x, start, latent_dim, num_temperatures,
                                      leapfrog_steps, pilot_chains, target_acceptance, step_sizes)
-    z0 = _start_samples(start_key, start, num_chains, latent_dim, x.dtype)
+    z0 = start_samples(start_key, start, num_chains, latent_dim, x.dtype)
     log_w, acceptance, sizes = _anneal(run_key, path, z0, betas, step_sizes, leapfrog_steps, False,
                                        target_acceptance)
     return _summary(log_w, acceptance, sizes, 1.0)
@@ -227,7 +232,7 @@ def reverse_ais_log_marginal(
     if z_exact.ndim != 2:
         raise ConfigError(f"z_exact must be [chains, K] exact posterior samples, got shape {z_exact.shape}.")
     pilot_key, run_key = jax.random.split(key)
-    path, betas, step_sizes = _setup(pilot_key, log_likelihood, x, start, z_exact.shape[-1], num_temperatures,
+    path, betas, step_sizes = setup_annealing(pilot_key, log_likelihood, x, start, z_exact.shape[-1], num_temperatures,
                                      leapfrog_steps, pilot_chains, target_acceptance, step_sizes)
     # Reversed, each transition leaves the temperature it moves to invariant: b_{T-1}, ..., b_0, whose
     # forward step sizes are step_sizes[T-2], ..., and for b_0 the first one.

@@ -125,8 +125,9 @@ def evaluate(args):
         heavy = summary.get("khat_above_0.7")
         warning = f"; k-hat > 0.7 for {100 * heavy:.1f}% of examples: their MC error and ESS are unreliable" \
             if heavy else ""
-        counts = f"chains={summary['num_chains']}, temperatures={summary['num_temperatures']}" if name == "ais" \
-            else f"samples={summary['num_samples']}"
+        counts = (f"chains={summary['num_chains']}, temperatures={summary['num_temperatures']}" if name == "ais" else
+                  f"particles={summary['num_particles']}, temperatures={summary['num_temperatures']}" if name == "smc"
+                  else f"samples={summary['num_samples']}")
         stderr = "undefined" if len(xs) < 2 else f"{summary['stderr']:.3f}"  # one example has no spread
         bits = f" = {summary['bits_per_dim']:.4f} bits/dim" if "bits_per_dim" in summary else ""
         print(f"  {name:<11} {summary['mean']:10.3f} +- {stderr} nats{bits} (n={len(xs)}, {counts}{warning})",
