@@ -17,8 +17,9 @@ from vae_jax.estimators import (
 )
 from vae_jax.models import VAE
 from vae_jax.objectives import elbo, elbo_terms, kl_standard_normal
-from vae_jax.refinement import refine_posterior
+from vae_jax.refinement import refine_posterior, refine_until_converged
 from vae_jax.sampling import reparameterize, standard_normal_stream
+from vae_jax.smc import SMCRecord, smc_log_marginal
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,7 @@ __all__ = [
     "VAE",
     "LogMeanExpStats",
     "ModelConfig",
+    "SMCRecord",
     "TrainConfig",
     "ais_log_marginal",
     "bernoulli_log_prob",
@@ -54,8 +56,10 @@ __all__ = [
     "naive_log_marginal",
     "naive_log_marginal_stats",
     "refine_posterior",
+    "refine_until_converged",
     "reparameterize",
     "reverse_ais_log_marginal",
+    "smc_log_marginal",
     "standard_normal_log_prob",
     "standard_normal_stream",
     "train_and_evaluate",

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from vae_jax import parallel
 from vae_jax.config import SEED_RANGE, option, validate_fields
 from vae_jax.ais import ais_log_marginal, reverse_ais_log_marginal
+from vae_jax.smc import smc_log_marginal
 from vae_jax.diagnostics import KHAT_UNRELIABLE
 from vae_jax.errors import ConfigError
 from vae_jax.memory import check_fits
@@ -29,7 +30,7 @@ from vae_jax.progress import ChunkBar
 from vae_jax.estimators import importance_log_marginal_stats
 from vae_jax.models import VAE
 from vae_jax.objectives import elbo_terms
-from vae_jax.refinement import refine_posterior
+from vae_jax.refinement import refine_posterior, refine_until_converged
 from vae_jax.validation import check_positive_int
 from vae_jax.shared_samples import naive_log_marginal_shared
 from vae_jax.streams import DEQUANTIZE_STREAM, EVAL_STREAM
@@ -112,11 +113,18 @@ def _build_importance_refined(vae: VAE, config: "EvalConfig", chunk: int, key, o
         ll = vae.likelihood_fn(params)
         mean, log_var = vae.encode(params, x)
         refine_key, is_key, elbo_key = (jax.random.fold_in(key, i) for i in range(3))
-        refined = refine_posterior(refine_key, ll, x, mean, log_var, config.refine_steps,
-                                   learning_rate=config.refine_learning_rate)
+        if config.refine_patience is None:
+            refined = refine_posterior(refine_key, ll, x, mean, log_var, config.refine_steps,
+                                       learning_rate=config.refine_learning_rate)
+            steps = jnp.asarray(config.refine_steps, jnp.int32)
+        else:
+            *refined, steps = refine_until_converged(refine_key, ll, x, mean, log_var, config.refine_steps,
+                                                     learning_rate=config.refine_learning_rate,
+                                                     patience=config.refine_patience)
         elbo_of = lambda q: jnp.subtract(*elbo_terms(elbo_key, ll, x, *q, config.elbo_samples, chunk))
         stats = importance_log_marginal_stats(is_key, ll, x, *refined, config.num_samples, chunk, on_chunk=on_chunk)
-        return {**_stats(stats), "amortized_elbo": elbo_of((mean, log_var)), "refined_elbo": elbo_of(refined)}
+        return {**_stats(stats), "amortized_elbo": elbo_of((mean, log_var)), "refined_elbo": elbo_of(refined),
+                "refine_steps": steps}
 
     return _per_example(one)
 
@@ -150,6 +158,18 @@ def _build_ais(vae: VAE, config: "EvalConfig", chunk: int, key, on_chunk=None) -
                                   **_ais_options(config))
         return {"value": record.log_marginal, "mc_stderr": record.stderr, "ess": record.ess,
                 "acceptance": record.acceptance}
+
+    return _per_example(one)
+
+
+def _build_smc(vae: VAE, config: "EvalConfig", chunk: int, key, on_chunk=None) -> BatchFn:
+    """Tempered SMC (:func:`vae_jax.smc_log_marginal`) along AIS's path, schedule and pilot-tuned step sizes."""
+
+    def one(params, key, x):
+        record = smc_log_marginal(key, vae.likelihood_fn(params), x, vae.config.latent_dim, config.smc_particles,
+                                  config.smc_temperatures, start=_ais_start(vae, config, params, x),
+                                  **_ais_options(config))
+        return {"value": record.log_marginal, "ess_min": record.ess_min, "acceptance": record.acceptance}
 
     return _per_example(one)
 
@@ -217,6 +237,7 @@ SPECS = (
     EstimatorSpec("naive", 2, "naive_samples", 500, 2000, _build_naive),
     EstimatorSpec("importance_refined", 3, "num_samples", 64, 250, _build_importance_refined),
     EstimatorSpec("ais", 4, "ais_chains", 100, 0, _build_ais),
+    EstimatorSpec("smc", 5, "smc_particles", 100, 0, _build_smc),
 )
 ESTIMATORS = tuple(spec.name for spec in SPECS)
 SPEC = {spec.name: spec for spec in SPECS}
@@ -235,10 +256,17 @@ class EvalConfig:
     ais_chains: int = option(16, "AIS: independent annealing chains per example", positive=True)
     ais_temperatures: int = option(1000, "AIS: temperatures of the sigmoid schedule (one HMC move each)",
                                    positive=True)
-    leapfrog_steps: int = option(10, "AIS: leapfrog steps per HMC move", positive=True)
-    ais_start: str = option("prior", "AIS: anneal from the prior, or from the encoder's q(z|x)",
+    leapfrog_steps: int = option(10, "AIS and SMC: leapfrog steps per HMC move", positive=True)
+    ais_start: str = option("prior", "AIS and SMC: anneal from the prior, or from the encoder's q(z|x)",
                             choices=("prior", "q"))
-    refine_steps: int = option(100, "Adam steps refining each example's q (importance_refined)", positive=True)
+    smc_particles: int = option(64, "SMC: particles per example", positive=True)
+    smc_temperatures: int = option(200, "SMC: temperatures of the sigmoid schedule (resampling and one HMC move "
+                                   "at each)", positive=True)
+    refine_steps: int = option(100, "Adam steps refining each example's q (importance_refined); with "
+                               "--refine-patience, the most it may take", positive=True)
+    refine_patience: int | None = option(None, "refine each q until the mean -ELBO of a window of 100 Adam steps "
+                                         "has not improved on its best for this many windows in a row (Cremer et "
+                                         "al.'s rule; e.g. 10 with --refine-steps 100000)", positive=True)
     refine_learning_rate: float = option(1e-2, "Adam step size of the refinement", positive=True)
     chunk_size: int | None = option(None, "samples evaluated at once per example, bounding memory (default: "
                                     + ", ".join(f"{s.chunk_size} {s.name}" for s in SPECS if s.chunk_size) + "). "
@@ -354,7 +382,7 @@ def summarize(values: dict[str, np.ndarray]) -> dict[str, float]:
         if np.any(reliable):
             out["mc_stderr_reliable"] = float(np.sqrt(np.sum(values["mc_stderr"][reliable] ** 2)) / np.sum(reliable))
             out["ess_mean_reliable"] = float(np.mean(values["ess"][reliable]))
-    for extra in ("reconstruction", "kl"):
+    for extra in ("reconstruction", "kl", "acceptance", "ess_min", "refine_steps"):
         if extra in values:
             out[extra] = float(np.mean(values[extra]))
     return out
@@ -405,10 +433,10 @@ def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config:
                              on_chunk={name: bar.tick for name, bar in chunk_bars.items()})
     for name in config.estimators:  # a size that cannot fit fails here, before any estimator runs
         spec = SPEC[name]
-        at_once = f"{chunks[name]} samples" if spec.chunk_size else f"{config.ais_chains} chains"
+        at_once = f"{chunks[name]} samples" if spec.chunk_size else f"{counts[name]} {spec.count.split('_')[1]}"
         compile_checked(fns[name], jax.random.fold_in(key, spec.stream), images, sizes[name],
                         f"{name} with {at_once} per example", "lower --chunk-size" if spec.chunk_size else
-                        "lower --ais-chains")
+                        f"lower --{spec.count.replace('_', '-')}")
     result = {"num_examples": int(n), "measure": measures.describe(kind, likelihood), "seconds": {}}
     per_example = {}
     for name in config.estimators:
@@ -425,6 +453,9 @@ def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config:
                                 bits_per_dim_stderr=result[name]["stderr"] / (dim * np.log(2.0)))
         if name == "ais":  # num_samples is the number of chains
             result[name].update(num_chains=config.ais_chains, num_temperatures=config.ais_temperatures,
+                                leapfrog_steps=config.leapfrog_steps, start=config.ais_start)
+        if name == "smc":
+            result[name].update(num_particles=config.smc_particles, num_temperatures=config.smc_temperatures,
                                 leapfrog_steps=config.leapfrog_steps, start=config.ais_start)
         per_example[name] = values
         if report is not None:
