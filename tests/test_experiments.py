@@ -47,6 +47,19 @@ def test_estimator_comparison_quick(shared_data, data_dir, tmp_path):
     assert set(again["ais"]["by_start"]) == {"prior"} and again["ais"]["start"] == "prior"
     assert again["ais"]["by_start"]["prior"]["mean"] == ais["by_start"]["prior"]["mean"]  # same keys, same draws
     assert again["ais"]["subset_means"] == ais["subset_means"] and again["naive"] == r["naive"]
+    # The mode-crossing reference (AIS and SMC from both starts) against quadrature, image by image, on the model
+    # trained above.
+    import reference_2d
+
+    reference_2d.main(["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir),
+                       "--workdir", str(tmp_path / "runs"), "--output", str(tmp_path / "ref")])
+    ref = json.loads((tmp_path / "ref" / "reference_2d.json").read_text())["results"][0]
+    assert [(m["method"], m["start"]) for m in ref["methods"]] == [("ais", "prior"), ("ais", "q"), ("smc", "prior"),
+                                                                    ("smc", "q")]
+    for m in ref["methods"]:
+        assert len(m["per_example"]) == 8 and m["error"]["num_examples"] == 8
+        assert abs(m["error"]["mean"] - (m["mean"] - ref["quadrature"]["mean"])) < 1e-4
+    assert "| 2 | smc | q |" in (tmp_path / "ref" / "reference_2d.md").read_text()
 
 
 @pytest.mark.slow
@@ -93,3 +106,24 @@ def test_latent_2d_quick(shared_data, data_dir, tmp_path):
                     "--workdir", str(tmp_path / "runs"), "--output", str(tmp_path / "out")])
     assert (tmp_path / "out" / "manifold.png").stat().st_size > 10_000
     assert (tmp_path / "out" / "encodings.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_amortization_quick(shared_data, data_dir, tmp_path):
+    """The amortization gap on training and test images of the shipped model, refined to convergence and for 100
+    steps: the gaps are the per-image differences of the ELBOs reported, and the rule took at least patience + 1 windows, at most the cap."""
+    import amortization
+
+    amortization.main(["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir),
+                       "--output", str(tmp_path / "out")])
+    rows = json.loads((tmp_path / "out" / "amortization.json").read_text())["results"]
+    assert set(rows) == {"train", "test"} and set(rows["train"]) == {"converged", "100 steps"}
+    for by in rows.values():
+        for name, r in by.items():
+            gap = r["amortization_gap"]
+            assert gap["mean"] == pytest.approx(r["refined_elbo"] - r["amortized_elbo"], abs=1e-3)
+            assert len(r["per_example"]["amortization"]) == 4 and gap["quartiles"][0] <= gap["median"]
+        assert by["100 steps"]["refine_steps_mean"] == 100
+        assert 300 <= by["converged"]["refine_steps_mean"] <= 400  # patience 2: at least 3 windows of 100
+        assert by["converged"]["amortized_elbo"] == by["100 steps"]["amortized_elbo"]  # the same encoder draws
+    assert "| train | converged |" in (tmp_path / "out" / "amortization.md").read_text()

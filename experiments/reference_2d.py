@@ -1,0 +1,120 @@
+"""A reference that crosses modes: AIS and tempered SMC, each started from the prior and from q(z|x), against
+grid quadrature image by image, on the 2-D model of ``experiments/estimators.py`` and its 100 reference images
+(binarized MNIST ``test[:100]``).
+
+AIS chains started in one mode of q keep their weights and their mode; SMC resamples its particles along the
+same path, so particles that reach another mode are copied there in proportion to its mass. Goal: the
+reference within 0.1 nats of quadrature on at least 99 of the 100 images, from either start. Reports per image
+the error against quadrature (mean, median, quartiles, worst, count within 0.1 nats) and each method's seconds.
+With ``--latent-dims`` above 2 (no quadrature there) it reports where SMC and AIS from each start disagree.
+
+The models are those of ``experiments/estimators.py`` (same configuration and ``--workdir``): trained there
+or here, 100 epochs each.
+
+    python experiments/reference_2d.py --manual-dir ../shared/data [--quick]
+"""
+
+import time
+
+import jax
+import numpy as np
+
+from common import experiment_parser, run_experiment, run_meta, write_results
+from estimators import DEFAULT as ESTIMATOR_SETTINGS, QUICK as ESTIMATOR_QUICK, train_model
+from vae_jax import data as data_lib
+from vae_jax.data import DataOptions
+from vae_jax.evaluate import EvalConfig, evaluation_key, make_estimator_fns, map_in_batches, SPEC
+from vae_jax.shared_samples import grid_error_estimate
+
+WITHIN = 0.1  # nats: the goal's tolerance per image
+DEFAULT = dict(num_examples=100, ais_chains=16, ais_temperatures=1000, smc_particles=64, smc_temperatures=250,
+               grid_points=400)
+QUICK = dict(num_examples=8, ais_chains=4, ais_temperatures=50, smc_particles=16, smc_temperatures=20,
+             grid_points=100)
+
+
+def per_image(vae, params, images, name, config):
+    """The estimator's per-image values [N] and its seconds (compile included)."""
+    t0 = time.perf_counter()
+    fn = make_estimator_fns(vae, params, evaluation_key(0), config)[name]
+    values = map_in_batches(fn, jax.random.fold_in(evaluation_key(0), SPEC[name].stream), images, 100)["value"]
+    return np.asarray(values), time.perf_counter() - t0
+
+
+def spread(errors: np.ndarray) -> dict:
+    """Mean, median, quartiles and worst of per-image errors (estimate - truth), and how many are within WITHIN."""
+    return {"mean": float(np.mean(errors)), "median": float(np.median(errors)),
+            "quartiles": [float(q) for q in np.percentile(errors, [25, 75])],
+            "worst": float(errors[np.argmax(np.abs(errors))]), "worst_image": int(np.argmax(np.abs(errors))),
+            f"within_{WITHIN}": int(np.sum(np.abs(errors) < WITHIN)), "num_examples": int(len(errors))}
+
+
+def markdown(results: list[dict], settings: dict) -> str:
+    lines = [f"| latent dim | method | start | cost | seconds | mean log p(x) | error vs truth: mean | median "
+             f"(quartiles) | worst | within {WITHIN} nats |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for m in r["methods"]:
+            e = m["error"]
+            lines.append(f"| {r['latent_dim']} | {m['method']} | {m['start']} | {m['cost']} | {m['seconds']:.0f} | "
+                         f"{m['mean']:.3f} | {e['mean']:+.3f} | {e['median']:+.3f} ({e['quartiles'][0]:+.3f}, "
+                         f"{e['quartiles'][1]:+.3f}) | {e['worst']:+.2f} (image {e['worst_image']}) | "
+                         f"{e[f'within_{WITHIN}']} / {e['num_examples']} |")
+    lines += ["", f"Binarized MNIST test[:{settings['num_examples']}]; AIS {settings['ais_chains']} chains x "
+              f"{settings['ais_temperatures']} temperatures, SMC {settings['smc_particles']} particles x "
+              f"{settings['smc_temperatures']} temperatures, one HMC move of 10 leapfrog steps per temperature "
+              "(cost: particle-moves per image). In 2-D the truth is grid quadrature on a "
+              f"{settings['grid_points']}^2 grid (its refinement bound in the JSON); above 2-D there is no truth, and "
+              "the error is against the highest of the four estimates of each image (all are stochastic lower "
+              "bounds, so the highest is the closest in expectation). Models: those of experiments/estimators.py."]
+    return "\n".join(lines) + "\n"
+
+
+def compare(vae, params, images, settings):
+    k = vae.config.latent_dim
+    runs = []
+    for method, count, temps in (("ais", "ais_chains", "ais_temperatures"), ("smc", "smc_particles",
+                                                                            "smc_temperatures")):
+        for start in ("prior", "q"):
+            config = EvalConfig(ais_chains=settings["ais_chains"], ais_temperatures=settings["ais_temperatures"],
+                                smc_particles=settings["smc_particles"], smc_temperatures=settings["smc_temperatures"],
+                                ais_start=start)
+            values, seconds = per_image(vae, params, images, method, config)
+            runs.append({"method": method, "start": start, "cost": settings[count] * settings[temps],
+                         "seconds": seconds, "values": values})
+            print(f"latent {k}: {method} from {start}: {values.mean():.3f} ({seconds:.0f} s)", flush=True)
+    out = {"latent_dim": k}
+    if k == 2:
+        truth, bound = grid_error_estimate(lambda xs, z: vae.log_likelihood_matrix(params, xs, z), images,
+                                           num_points=settings["grid_points"])
+        truth = np.asarray(truth)
+        out["quadrature"] = {"mean": float(truth.mean()), "max_abs_error": float(np.max(bound))}
+    else:
+        truth = np.max([r["values"] for r in runs], axis=0)
+    out["methods"] = [{"method": r["method"], "start": r["start"], "cost": r["cost"], "seconds": r["seconds"],
+                       "mean": float(r["values"].mean()), "error": spread(r["values"] - truth),
+                       "per_example": r["values"].tolist()} for r in runs]
+    return out
+
+
+def main(argv=None):
+    p = experiment_parser("reference_2d", __doc__)
+    p.add_argument("--latent-dims", default="2", help="comma-separated latent dimensions (models of estimators.py)")
+    args = p.parse_args(argv)
+    settings = dict(QUICK if args.quick else DEFAULT)
+    model_settings = dict(ESTIMATOR_QUICK if args.quick else ESTIMATOR_SETTINGS)
+    options = DataOptions(data_dir=args.data_dir, manual_dir=args.manual_dir)
+    if args.workdir == "runs/reference_2d":  # the default: share estimators.py's models
+        args.workdir = "runs/estimators"
+    images = data_lib.load("binarized_mnist", f"test[:{settings['num_examples']}]", data_dir=args.data_dir,
+                           manual_dir=args.manual_dir).as_float()
+    start, results = time.perf_counter(), []
+    for k in (int(v) for v in args.latent_dims.split(",")):
+        _, vae, params, _ = train_model(k, model_settings, args, options)
+        results.append(compare(vae, params, images, settings))
+    write_results(args.output, "reference_2d", {"meta": run_meta(settings, time.perf_counter() - start),
+                                                "results": results}, markdown(results, settings))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    run_experiment(main)
