@@ -23,19 +23,13 @@ import numpy as np
 
 from common import experiment_parser, run_experiment, run_meta, write_results
 from vae_jax import data as data_lib
-from vae_jax.evaluate import EvalConfig, evaluate, evaluation_key
+from vae_jax.evaluate import EvalConfig, evaluate, evaluation_key, summarize
 from vae_jax.rundir import load_run
 
 SHIPPED = Path(__file__).resolve().parent / "results" / "burda" / "vae"
 DEFAULT = dict(num_examples=200, num_samples=5000, elbo_samples=1000, max_steps=20_000, patience=10,
                learning_rate=1e-2)
 QUICK = dict(num_examples=4, num_samples=50, elbo_samples=50, max_steps=400, patience=2, learning_rate=1e-2)
-
-
-def spread(values) -> dict:
-    v = np.asarray(values)
-    return {"mean": float(np.mean(v)), "stderr": float(np.std(v, ddof=1) / np.sqrt(len(v))),
-            "median": float(np.median(v)), "quartiles": [float(q) for q in np.percentile(v, [25, 75])]}
 
 
 def measure(vae, params, images, settings, patience) -> dict:
@@ -50,7 +44,8 @@ def measure(vae, params, images, settings, patience) -> dict:
     approximation = np.asarray(gaps["per_example"]["approximation"])
     return {"amortized_elbo": gaps["amortized_elbo"], "refined_elbo": gaps["refined_elbo"],
             "importance_refined": {k: refined[k] for k in ("mean", "stderr", "median", "quartiles", "khat_above_0.7")},
-            "amortization_gap": spread(amortization), "approximation_gap_lower_bound": spread(approximation),
+            "amortization_gap": summarize({"value": amortization}),
+            "approximation_gap_lower_bound": summarize({"value": approximation}),
             "refine_steps_mean": refined["refine_steps"], "seconds": time.perf_counter() - t0,
             "per_example": {"amortization": amortization.tolist(), "approximation": approximation.tolist()}}
 
