@@ -99,8 +99,11 @@ def compare(vae, params, images, settings):
 def main(argv=None):
     p = experiment_parser("reference_2d", __doc__)
     p.add_argument("--latent-dims", default="2", help="comma-separated latent dimensions (models of estimators.py)")
+    p.add_argument("--num-examples", type=int, help="the first N test images (default: 100; 8 with --quick)")
     args = p.parse_args(argv)
     settings = dict(QUICK if args.quick else DEFAULT)
+    if args.num_examples:
+        settings["num_examples"] = args.num_examples
     model_settings = dict(ESTIMATOR_QUICK if args.quick else ESTIMATOR_SETTINGS)
     options = DataOptions(data_dir=args.data_dir, manual_dir=args.manual_dir)
     if args.workdir == "runs/reference_2d":  # the default: share estimators.py's models
