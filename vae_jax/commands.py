@@ -158,8 +158,8 @@ def bdmc(args):
     write_json(out, result)
     return (f"forward AIS {result['forward']['mean']:.3f}, reverse AIS {result['reverse']['mean']:.3f} nats: "
             f"BDMC gap {result['gap']['mean']:.3f} +- {result['gap']['stderr']:.3f} on average (largest "
-            f"{result['gap']['max']:.3f}): {'' if result['certified'] else 'not '}certified (mean gap below "
-            f"{result['certified_below']} nats); wrote {out}")
+            f"{result['gap']['max']:.3f}): {'' if result['certified'] else 'not '}certified (the rule: a mean gap "
+            f"below {result['certified_below']} nats); wrote {out}")
 
 
 def _announce_loading(args, more: str = ""):
