@@ -51,13 +51,13 @@ def test_estimator_comparison_quick(shared_data, data_dir, tmp_path):
     # trained above.
     import reference_2d
 
-    reference_2d.main(["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir),
+    reference_2d.main(["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir), "--num-examples", "6",
                        "--workdir", str(tmp_path / "runs"), "--output", str(tmp_path / "ref")])
     ref = json.loads((tmp_path / "ref" / "reference_2d.json").read_text())["results"][0]
     assert [(m["method"], m["start"]) for m in ref["methods"]] == [("ais", "prior"), ("ais", "q"), ("smc", "prior"),
                                                                     ("smc", "q")]
     for m in ref["methods"]:
-        assert len(m["per_example"]) == 8 and m["error"]["num_examples"] == 8
+        assert len(m["per_example"]) == 6 and m["error"]["num_examples"] == 6  # --num-examples
         assert abs(m["error"]["mean"] - (m["mean"] - ref["quadrature"]["mean"])) < 1e-4
     assert "| 2 | smc | q |" in (tmp_path / "ref" / "reference_2d.md").read_text()
 
