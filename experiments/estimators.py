@@ -5,8 +5,11 @@ of a fixed subset of test images with each estimator and sample count, repeated 
 keys; importance sampling with refined posteriors (the amortization gap); Pareto k-hat of each
 estimator's weights; and a reference: grid quadrature for the 2-D model, annealed importance sampling
 in every dimension (on the first ``ais_examples`` images, from the prior and from q(z|x), the higher
-taken, each with its BDMC gap on data simulated from the model; ``--reference-only`` recomputes just
-this for the models in ``--workdir``). Writes ``<output>/estimators.json``, ``estimators.md``,
+taken, each with its BDMC gap on ``bdmc_examples`` images simulated from the model and whether it passes the
+certification rule, and the reference rerun at 10 times its temperatures on the first
+``convergence_examples`` images; ``--reference-only`` recomputes just this for the models in ``--workdir``).
+Every mean over images comes with its median and quartiles, and on the reference's images each
+estimator's gap to the reference is given image by image (mean, median, quartiles). Writes ``<output>/estimators.json``, ``estimators.md``,
 ``estimators.png`` (estimates), ``gaps.png`` (each estimator's gap to the reference, log scale) and, for
 the 2-D model, ``posteriors_2d.png`` (the true posterior against q(z|x) where importance sampling fails
 most).
@@ -17,10 +20,15 @@ every machine (its indices in the file are recorded in the JSON).
 
     python experiments/estimators.py --manual-dir ../shared/data            # default settings
     python experiments/estimators.py --manual-dir ../shared/data --quick    # a 1-minute smoke run
+
+Each model's result is kept in its run folder, so an interrupted run resumes model by model; the same
+command started twice (say, one per core, ``taskset -c 0`` and ``taskset -c 1``) shares the models
+between the two processes, and each writes the tables once every model is done.
 """
 
 import functools
 import json
+import os
 import time
 from pathlib import Path
 
@@ -29,23 +37,25 @@ import numpy as np
 
 from common import experiment_parser, run_experiment, run_meta, test_file_lines, write_results
 from vae_jax import data as data_lib
-from vae_jax.rundir import load_run
+from vae_jax.rundir import load_run, write_json
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
 from vae_jax.diagnostics import KHAT_UNRELIABLE
 from vae_jax.evaluate import (CERTIFIED_GAP, EvalConfig, bdmc, certified, evaluate, evaluation_key,
-                              make_estimator_fns, map_in_batches)
+                              make_estimator_fns, map_in_batches, summarize)
 from vae_jax.shared_samples import grid_error_estimate
 from vae_jax.data import DataOptions
 from vae_jax.train_loop import train_and_evaluate
 
 QUICK = dict(latent_dims=(2, 5), epochs=1, train_split="train[:2000]", num_examples=20,
              is_samples=(1, 10, 100), naive_max_exponent=3, naive_max_exponent_low_dim=3, repeats=2,
-             grid_points=100, ais_examples=4, ais_chains=4, ais_temperatures=50, bdmc_examples=2, refine_steps=10, ais_start="both")
+             grid_points=100, ais_examples=4, ais_chains=4, ais_temperatures=50, bdmc_examples=2, refine_steps=10, ais_start="both",
+             convergence_examples=2)
 # The models train 100 epochs each (about 3.5 minutes per model on one core of a 2-core CPU).
 DEFAULT = dict(latent_dims=(2, 5, 10, 20, 50), epochs=100, train_split="train", num_examples=1000,
                is_samples=(1, 10, 100, 1000, 5000), naive_max_exponent=6, naive_max_exponent_low_dim=7,
-               repeats=3, grid_points=400, ais_examples=100, ais_chains=16, ais_temperatures=1000, bdmc_examples=10,
-               refine_steps=100, ais_start="both")
+               repeats=3, grid_points=400, ais_examples=100, ais_chains=16, ais_temperatures=1000, bdmc_examples=50,
+               refine_steps=100, ais_start="both", convergence_examples=20)
+CONVERGENCE_FACTOR = 10  # the reference is rerun at this many times its temperatures on convergence_examples images
 
 
 def parse_args(argv=None):
@@ -76,6 +86,12 @@ def train_model(latent_dim, settings, args, options):
     return load_run(workdir, "best")
 
 
+def spread(values) -> dict:
+    """Median and quartiles over images of per-image values [N] (for a mean that a few images can dominate)."""
+    summary = summarize({"value": np.asarray(values)})
+    return {"median": summary["median"], "quartiles": summary["quartiles"]}
+
+
 def repeated(fn, images, repeats, batch_size, per_example: dict, name):
     """Runs ``fn`` over ``images`` with ``repeats`` independent keys; per-repeat means and diagnostics.
     ``per_example[name]`` gets each image's value averaged over the repeats."""
@@ -84,7 +100,8 @@ def repeated(fn, images, repeats, batch_size, per_example: dict, name):
     means = np.array([run["value"].mean() for run in runs])
     per_example[name] = np.mean([run["value"] for run in runs], axis=0)
     out = {"mean": float(means.mean()), "repeat_means": means.tolist(),
-           "stderr": float(means.std(ddof=1) / np.sqrt(repeats)) if repeats > 1 else float("nan")}
+           "stderr": float(means.std(ddof=1) / np.sqrt(repeats)) if repeats > 1 else float("nan"),
+           **spread(per_example[name])}
     if "ess" in runs[0]:
         out["ess_mean"] = float(np.mean([run["ess"].mean() for run in runs]))
         out["delta_stderr"] = float(np.mean([np.sqrt(np.sum(run["mc_stderr"] ** 2)) / len(images) for run in runs]))
@@ -119,7 +136,7 @@ def compare(vae, params, images, settings):
             v, e = grid_error_estimate(matrix, images[start:start + 100], num_points=settings["grid_points"])
             values.append(np.asarray(v)), errors.append(np.asarray(e))
         per_example["quadrature"] = np.concatenate(values)
-        result["quadrature"] = {"mean": float(per_example["quadrature"].mean()),
+        result["quadrature"] = {"mean": float(per_example["quadrature"].mean()), **spread(per_example["quadrature"]),
                                 "max_abs_error": float(np.concatenate(errors).max()), "limit": 6.0,
                                 "num_points": settings["grid_points"]}
     result["ais"] = reference(vae, params, images[: settings["ais_examples"]], settings, per_example)
@@ -127,81 +144,154 @@ def compare(vae, params, images, settings):
 
 
 def reference(vae, params, images, settings, per_example):
-    """AIS on ``images`` with its BDMC gap on simulated data, and every estimator's mean on the same images
-    (``subset_means``), so that gaps to the reference compare like with like.
+    """AIS on ``images`` with its BDMC certificate on simulated data, its convergence in the number of
+    temperatures (:func:`convergence`), and every estimator's values on the same images with their per-image
+    gaps to the reference (quadrature in 2-D, else AIS), so that gaps compare like with like.
 
     With ``ais_start="both"``, AIS runs from the prior and from q(z|x); both are stochastic lower bounds
     on log p(x), and the reference is the higher of the two means (``start`` names it; ``by_start`` keeps
     both). Starting from q can miss posterior modes that q does not cover (in 2-D it fell 2.2 nats below
     quadrature while its BDMC gap on simulated data was 0.04); starting from the prior costs more
-    temperatures in high dimension.
+    temperatures in high dimension. Each start's BDMC gap is reported with its standard error, median and
+    quartiles over ``bdmc_examples`` simulated images, and ``certified`` applies the rule as stated (mean gap
+    below ``CERTIFIED_GAP`` nats).
     """
     starts = ("prior", "q") if settings["ais_start"] == "both" else (settings["ais_start"],)
-    by_start, n = {}, len(images)
+    by_start, values, n = {}, {}, len(images)
     for start in starts:
         config = EvalConfig(ais_chains=settings["ais_chains"], ais_temperatures=settings["ais_temperatures"],
                             ais_start=start)
         t0 = time.perf_counter()
-        ais = evaluate(vae, params, images, evaluation_key(0), config, estimators=("ais",))["ais"]
+        ais = evaluate(vae, params, images, evaluation_key(0), config, estimators=("ais",), keep_values=True)["ais"]
+        values[start] = ais.pop("per_example")
         certificate = bdmc(vae, params, evaluation_key(1), settings["bdmc_examples"], config)
+        gap = certificate["gap"]
         by_start[start] = {**ais, "start": start,
-                           "bdmc": {"gap_mean": certificate["gap"]["mean"], "gap_max": certificate["gap"]["max"],
-                                    "num_examples": certificate["num_examples"],
+                           "bdmc": {"gap_mean": gap["mean"], "gap_stderr": gap["stderr"], "gap_median": gap["median"],
+                                    "gap_quartiles": gap["quartiles"], "gap_max": gap["max"],
+                                    "certified": certificate["certified"], "num_examples": certificate["num_examples"],
                                     "forward": certificate["forward"]["mean"],
                                     "reverse": certificate["reverse"]["mean"]},
                            "seconds": time.perf_counter() - t0}
     best = max(by_start.values(), key=lambda a: a["mean"])
-    per_example["ais"] = None  # not per image over the whole subset
+    per_image = {name: np.asarray(v[:n]).tolist() for name, v in per_example.items()}
+    per_image["ais"] = values[best["start"]]
     return {**best, "num_examples": n, "chains": settings["ais_chains"], "temperatures": settings["ais_temperatures"],
             "leapfrog_steps": EvalConfig().leapfrog_steps, "by_start": by_start,
-            "subset_means": {name: float(np.mean(v[:n])) for name, v in per_example.items() if v is not None}}
+            "convergence": convergence(vae, params, images, settings, best["start"], values[best["start"]]),
+            **on_reference_images(per_image)}
 
 
-def _certification(gap_mean: float) -> str:
-    return "certified" if certified(gap_mean) else "not certified"
+def convergence(vae, params, images, settings, start, values):
+    """The reference rerun at ``CONVERGENCE_FACTOR`` times its temperatures on the first
+    ``convergence_examples`` images, against its values ``values`` at T on the same images: how far the
+    schedule is from converged. ``difference`` summarizes (10 T - T) per image; its ``stderr`` is over images
+    and includes the Monte Carlo noise of both runs. None when ``convergence_examples`` is 0."""
+    m = min(settings["convergence_examples"], len(images))
+    if m == 0:
+        return None
+    temperatures = settings["ais_temperatures"] * CONVERGENCE_FACTOR
+    config = EvalConfig(ais_chains=settings["ais_chains"], ais_temperatures=temperatures, ais_start=start)
+    t0 = time.perf_counter()
+    long = np.asarray(evaluate(vae, params, images[:m], evaluation_key(0), config, estimators=("ais",),
+                               keep_values=True)["ais"]["per_example"])
+    short = np.asarray(values[:m])
+    difference = summarize({"value": long - short})
+    return {"num_examples": m, "start": start, "temperatures": [settings["ais_temperatures"], temperatures],
+            "means": [float(short.mean()), float(long.mean())],
+            "difference": {key: difference[key] for key in ("mean", "stderr", "median", "quartiles")},
+            "seconds": time.perf_counter() - t0}
+
+
+def on_reference_images(per_image: dict) -> dict:
+    """Each estimator's per-image values on the reference's images (``per_image``), their means
+    (``subset_means``, the reference's own left out) and each estimator's gap to the reference, image by
+    image: ``gaps_to_reference[name]`` = mean, median and quartiles of (reference - estimate). The reference is
+    quadrature where there is one (2-D), else AIS."""
+    ref_name = "quadrature" if "quadrature" in per_image else "ais"
+    ref = np.asarray(per_image[ref_name])
+    gaps = {}
+    for name, v in per_image.items():
+        if name != ref_name:
+            gap = ref - np.asarray(v)
+            gaps[name] = {"mean": float(gap.mean()), **spread(gap)}
+    return {"per_image": per_image, "reference_name": ref_name,
+            "subset_means": {name: float(np.mean(v)) for name, v in per_image.items() if name != "ais"},
+            "gaps_to_reference": gaps}
+
+
+def _certification(bdmc_result: dict) -> str:
+    return "certified" if certified(bdmc_result["gap_mean"]) else "not certified"
+
+
+def _spread(v: dict) -> str:
+    """'mean (median; quartiles)' of a summary with those keys."""
+    return f"{v['mean']:.2f} ({v['median']:.2f}; {v['quartiles'][0]:.2f}, {v['quartiles'][1]:.2f})"
 
 
 def markdown(results, settings) -> str:
-    lines = ["| latent dim | ELBO | best IS (K) | IS, refined q | naive, largest M | AIS (BDMC gap) | quadrature |",
+    lines = ["| latent dim | ELBO | best IS (K) | IS, refined q | naive, largest M | quadrature | AIS reference |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
-        k_best, m_best = max(r["importance"], key=int), max(r["naive"], key=int)
-        quad = f"{r['quadrature']['mean']:.2f} (+-{r['quadrature']['max_abs_error']:.1e})" if "quadrature" in r else "-"
-        ais = r["ais"]
-        lines.append(f"| {r['latent_dim']} | {r['elbo']['mean']:.2f} | {r['importance'][k_best]['mean']:.2f} "
-                     f"({k_best}) | {r['importance_refined']['mean']:.2f} | {r['naive'][m_best]['mean']:.2f} "
-                     f"(M={m_best}) | {ais['mean']:.2f} from {ais.get('start', 'q')} on {ais['num_examples']} "
-                     f"images ({ais['bdmc']['gap_mean']:.3f}, {_certification(ais['bdmc']['gap_mean'])}) | {quad} |")
-    lines += ["", f"Average log p(x) estimates in nats per test image (test[:{settings['num_examples']}]); AIS on the "
-              f"first {settings['ais_examples']} of them with {settings['ais_chains']} chains x "
-              f"{settings['ais_temperatures']} temperatures from the start named (the better of the prior and q), "
-              f"in parentheses its BDMC gap on {settings['bdmc_examples']} simulated images and whether it passes "
-              f"the rule (certified: mean gap below {CERTIFIED_GAP} nats); +- is the quadrature's refinement bound."]
-    lines += ["", "AIS from each start (the reference is the higher mean; both are stochastic lower bounds):", "",
-              "| latent dim | start | AIS mean | MC stderr | BDMC gap (mean / max) | certified | seconds |",
-              "|---|---|---|---|---|---|---|"]
+        k_best, m_best, ais = max(r["importance"], key=int), max(r["naive"], key=int), r["ais"]
+        quad = f"{_spread(r['quadrature'])} +-{r['quadrature']['max_abs_error']:.1e}" if "quadrature" in r else "-"
+        lines.append(f"| {r['latent_dim']} | {_spread(r['elbo'])} | {_spread(r['importance'][k_best])} (K={k_best}) | "
+                     f"{_spread(r['importance_refined'])} | {_spread(r['naive'][m_best])} (M={m_best}) | {quad} | "
+                     f"{ais['mean']:.2f} from {ais['start']} on {ais['num_examples']} images: "
+                     f"{_certification(ais['bdmc'])} |")
+    lines += ["", f"Average log p(x) estimates in nats per test image on test[:{settings['num_examples']}], each as "
+              "mean (median; quartiles) over the images; the mean is also averaged over "
+              f"{settings['repeats']} independent keys. +- is the quadrature's refinement bound. The AIS reference "
+              f"({settings['ais_chains']} chains x {settings['ais_temperatures']} temperatures, the better of its "
+              f"starts) covers only the first {settings['ais_examples']} images; it is certified when the mean BDMC "
+              f"gap on {settings['bdmc_examples']} simulated images is below {CERTIFIED_GAP} nats (the rule, applied "
+              "as stated)."]
+    lines += ["", "AIS from each start (the reference is the higher mean; both are stochastic lower bounds). BDMC gap: "
+              "reverse minus forward AIS on images simulated from the model, mean +- standard error (median; "
+              "quartiles), largest. T -> 10 T: the reference rerun at ten times the temperatures on the first "
+              "images, mean change per image +- standard error (median; quartiles).", "",
+              "| latent dim | start | AIS: mean (median; quartiles) | MC stderr | BDMC gap | largest | certified | "
+              "T -> 10 T | seconds |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        conv = r["ais"].get("convergence")
         for start, a in r["ais"].get("by_start", {}).items():
-            lines.append(f"| {r['latent_dim']} | {start} | {a['mean']:.2f} | {a['mc_stderr']:.3f} | "
-                         f"{a['bdmc']['gap_mean']:.3f} / {a['bdmc']['gap_max']:.3f} | "
-                         f"{_certification(a['bdmc']['gap_mean'])} | {a['seconds']:.0f} |")
-    lines += ["", "| latent dim | reference | on its images: ELBO | best IS | IS, refined q | naive, largest M | "
-              "amortization gap | k-hat > 0.7: IS / refined / naive |", "|---|---|---|---|---|---|---|---|"]
+            b = a["bdmc"]
+            bdmc_cell = (f"{b['gap_mean']:.3f} +- {b['gap_stderr']:.3f} ({b['gap_median']:.3f}; "
+                         f"{b['gap_quartiles'][0]:.3f}, {b['gap_quartiles'][1]:.3f}) on {b['num_examples']}")
+            conv_cell = "-"
+            if conv and conv["start"] == start:
+                d = conv["difference"]
+                conv_cell = (f"{d['mean']:+.3f} +- {d['stderr']:.3f} ({d['median']:+.3f}; {d['quartiles'][0]:+.3f}, "
+                             f"{d['quartiles'][1]:+.3f}) on {conv['num_examples']}")
+            lines.append(f"| {r['latent_dim']} | {start}{' (reference)' if start == r['ais']['start'] else ''} | "
+                         f"{_spread(a)} | {a['mc_stderr']:.3f} | {bdmc_cell} | {b['gap_max']:.3f} | "
+                         f"{_certification(b)} | {conv_cell} | {a['seconds']:.0f} |")
+    lines += ["", "On the reference's images: each estimator's gap to the reference (reference - estimate, nats), mean "
+              "(median; quartiles) over the images. The reference is quadrature in 2-D, else AIS (certified or not as "
+              "above).", "",
+              "| latent dim | reference | ELBO | best IS | IS, refined q | naive, largest M | AIS | amortization gap | "
+              "k-hat > 0.7: IS / refined / naive |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        sub, k_best, m_best = r["ais"]["subset_means"], max(r["importance"], key=int), max(r["naive"], key=int)
-        ref_name = "quadrature" if "quadrature" in sub else "AIS"
-        ref = sub.get("quadrature", r["ais"]["mean"])
-        lines.append(f"| {r['latent_dim']} | {ref_name} {ref:.2f} | {sub['elbo']:.2f} | {sub[f'importance_{k_best}']:.2f} | "
-                     f"{sub['importance_refined']:.2f} | {sub[f'naive_{m_best}']:.2f} | "
+        ais, k_best, m_best = r["ais"], max(r["importance"], key=int), max(r["naive"], key=int)
+        gaps = ais["gaps_to_reference"]
+        ref = np.asarray(ais["per_image"][ais["reference_name"]])
+        ref_cell = (f"quadrature {ref.mean():.2f}" if ais["reference_name"] == "quadrature" else
+                    f"AIS {ref.mean():.2f} ({_certification(ais['bdmc'])})")
+        cell = lambda name: _spread(gaps[name]) if name in gaps else "-"
+        lines.append(f"| {r['latent_dim']} | {ref_cell} | {cell('elbo')} | {cell(f'importance_{k_best}')} | "
+                     f"{cell('importance_refined')} | {cell(f'naive_{m_best}')} | {cell('ais')} | "
                      f"{r['importance_refined']['amortization_gap']:.2f} | "
                      f"{r['importance'][k_best]['khat_above_0.7']:.2f} / {r['importance_refined']['khat_above_0.7']:.2f}"
                      f" / {r['naive'][m_best]['khat_above_0.7']:.2f} |")
-    lines += ["", "| latent dim | estimator | samples | mean | stderr over repeats | mean ESS | k-hat > 0.7 |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", f"The amortization gap (refined ELBO - amortized ELBO, {settings['refine_steps']} Adam steps) is over "
+              f"all of test[:{settings['num_examples']}].", "",
+              "| latent dim | estimator | samples | mean | stderr over repeats | median | quartiles | mean ESS | "
+              "k-hat > 0.7 |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for name in ("importance", "naive"):
             for n, v in r[name].items():
                 lines.append(f"| {r['latent_dim']} | {name} | {n} | {v['mean']:.3f} | {v['stderr']:.3f} | "
+                             f"{v['median']:.3f} | {v['quartiles'][0]:.3f}, {v['quartiles'][1]:.3f} | "
                              f"{v['ess_mean']:.1f} | {v['khat_above_0.7']:.2f} |")
     return "\n".join(lines) + "\n"
 
@@ -310,18 +400,71 @@ def update_reference(args, settings, options, test):
         raise SystemExit(f"--reference-only needs the results of an earlier run at {path}")
     payload, start = json.loads(path.read_text()), time.perf_counter()
     old = payload["meta"]["settings"]
-    for key in ("ais_start", "ais_chains", "ais_temperatures", "bdmc_examples"):
+    for key in ("ais_start", "ais_chains", "ais_temperatures", "bdmc_examples", "convergence_examples"):
         old[key] = settings[key]
     for result in payload["results"]:
+        if "per_image" not in result["ais"]:
+            raise SystemExit(f"{path} predates per-image results: rerun the whole comparison (without "
+                             "--reference-only)")
         _, vae, params, _ = train_model(result["latent_dim"], dict(old), args, options)
-        subset = result["ais"]["subset_means"]
-        result["ais"] = reference(vae, params, test[: old["ais_examples"]], old, {})
-        result["ais"]["subset_means"] = subset
+        per_image = {name: np.asarray(v) for name, v in result["ais"]["per_image"].items() if name != "ais"}
+        result["ais"] = reference(vae, params, test[: old["ais_examples"]], old, per_image)
         print(f"latent {result['latent_dim']}: AIS " + ", ".join(
             f"{s} {a['mean']:.2f} (BDMC gap {a['bdmc']['gap_mean']:.3f})" for s, a in result["ais"]["by_start"].items()),
             flush=True)
     payload["meta"]["reference_seconds"] = time.perf_counter() - start
     write_all(args.output, payload, old)
+
+
+def claim(folder: Path) -> bool:
+    """Claims the model in ``folder`` for this process (``estimators_claim`` holds its pid), unless a live
+    process holds it: several processes started with the same command share the models between them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "estimators_claim"
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(path.read_text() or 0), 0)
+            return False  # held by a live process
+        except (ProcessLookupError, ValueError):
+            path.unlink(missing_ok=True)  # left by a process that died
+            return claim(folder)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
+
+
+def _cache(k, args) -> Path:
+    return Path(args.workdir) / f"latent_{k}" / "estimators_result.json"
+
+
+def load_cached(k, settings, args) -> dict | None:
+    """The K-dimensional model's result from an earlier run with the same settings, or None."""
+    same = json.loads(json.dumps({key: value for key, value in settings.items() if key != "latent_dims"}))
+    if _cache(k, args).exists():
+        cached = json.loads(_cache(k, args).read_text())
+        if cached["settings"] == same:
+            return cached["result"]
+    return None
+
+
+def model_result(k, settings, args, options, test) -> dict:
+    """Trains (or resumes) the K-dimensional model and compares the estimators on it. The result is kept in
+    the model's run folder (``estimators_result.json``, with the settings it was made with) and reused by a
+    later run with the same settings (:func:`load_cached`), so an interrupted comparison resumes model by
+    model, and two processes started with the same command (one per core) share the models (:func:`claim`)."""
+    t0 = time.perf_counter()
+    _, vae, params, _ = train_model(k, settings, args, options)
+    train_seconds = time.perf_counter() - t0
+    result, per_example = compare(vae, params, test, settings)
+    result["seconds"] = {"train_this_run": train_seconds, "estimators": time.perf_counter() - t0 - train_seconds}
+    if k == 2:
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+        plot_posteriors_2d(vae, params, test, per_example, Path(args.output) / "posteriors_2d.png")
+    write_json(_cache(k, args), {"settings": {key: v for key, v in settings.items() if key != "latent_dims"},
+                                 "result": result})
+    return load_cached(k, settings, args)  # as JSON holds it: the same whether computed or reused
 
 
 def main(argv=None):
@@ -331,23 +474,28 @@ def main(argv=None):
                          manual_dir=args.manual_dir).as_float()
     if args.reference_only:
         return update_reference(args, settings, options, test)
-    start, results = time.perf_counter(), []
-    for k in settings["latent_dims"]:
-        t0 = time.perf_counter()
-        _, vae, params, _ = train_model(k, settings, args, options)
-        train_seconds = time.perf_counter() - t0
-        result, per_example = compare(vae, params, test, settings)
-        result["seconds"] = {"train_this_run": train_seconds, "estimators": time.perf_counter() - t0 - train_seconds}
-        results.append(result)
-        if k == 2:
-            Path(args.output).mkdir(parents=True, exist_ok=True)
-            plot_posteriors_2d(vae, params, test, per_example, Path(args.output) / "posteriors_2d.png")
-        print(f"latent {k}: ELBO {results[-1]['elbo']['mean']:.2f}, "
-              f"IS {results[-1]['importance'][max(settings['is_samples'])]['mean']:.2f}, "
-              f"naive {list(results[-1]['naive'].values())[-1]['mean']:.2f}  ({time.perf_counter() - start:.0f} s)",
-              flush=True)
+    start, results, pending = time.perf_counter(), {}, list(settings["latent_dims"])
+    while pending:
+        k = next((k for k in pending if claim(Path(args.workdir) / f"latent_{k}")), None)
+        if k is None:  # every model left is being compared by another process: wait for its result
+            time.sleep(30)
+            pending = [k for k in pending if not load_cached(k, settings, args)]
+            results.update({k: load_cached(k, settings, args) for k in settings["latent_dims"]
+                            if k not in results and k not in pending})
+            continue
+        pending.remove(k)
+        try:
+            results[k] = r = load_cached(k, settings, args) or model_result(k, settings, args, options, test)
+        finally:
+            (Path(args.workdir) / f"latent_{k}" / "estimators_claim").unlink(missing_ok=True)
+        print(f"latent {k}: ELBO {r['elbo']['mean']:.2f}, IS {r['importance'][str(max(settings['is_samples']))]['mean']:.2f}"
+              f", naive {list(r['naive'].values())[-1]['mean']:.2f}, AIS {r['ais']['mean']:.2f} "
+              f"({_certification(r['ais']['bdmc'])})  ({time.perf_counter() - start:.0f} s)", flush=True)
+    results = [results[k] for k in settings["latent_dims"]]
     lines = test_file_lines(test, args.manual_dir)
-    payload = {"meta": run_meta(settings, time.perf_counter() - start),
+    meta = run_meta(settings, time.perf_counter() - start)
+    meta["seconds_per_model"] = {r["latent_dim"]: r["seconds"] for r in results}  # when made, if reused
+    payload = {"meta": meta,
                "test_subset": {"split": f"test[:{settings['num_examples']}]", "file": "binarized_mnist_test.amat",
                                "line_indices": lines}, "results": results}
     write_all(args.output, payload, settings)

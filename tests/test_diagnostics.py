@@ -56,12 +56,18 @@ def test_evaluate_reports_the_fraction_of_heavy_tailed_examples():
     params = vae.init(jax.random.key(0))
     xs = np.asarray(jax.random.bernoulli(jax.random.key(1), 0.5, (6, 12)), np.float32)
     result = evaluate(vae, params, xs, jax.random.key(2), estimators=("importance", "naive"), num_samples=500,
-                      naive_samples=500)
+                      naive_samples=500, keep_values=True)
     for name in ("importance", "naive"):
         summary = result[name]
         assert 0.0 <= summary["khat_above_0.7"] <= 1.0 and np.isfinite(summary["khat_median"])
         if summary["khat_above_0.7"] < 1.0:
             assert summary["mc_stderr_reliable"] > 0
+        # keep_values: the per-example estimates the summary was made from.
+        values = np.asarray(summary["per_example"])
+        assert values.shape == (6,)
+        np.testing.assert_allclose([values.mean(), np.median(values)], [summary["mean"], summary["median"]], rtol=1e-6)
+    again = evaluate(vae, params, xs, jax.random.key(2), estimators=("importance",), num_samples=500)["importance"]
+    assert "per_example" not in again and again["mean"] == result["importance"]["mean"]
 
 
 @pytest.mark.parametrize("spread", [20.0, 50.0, 100.0, 300.0])

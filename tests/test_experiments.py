@@ -1,9 +1,11 @@
 """The experiment scripts run end to end in their quick mode and write what they promise."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vae_jax.rundir import RunFolder
@@ -11,13 +13,32 @@ from vae_jax.rundir import RunFolder
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 
-@pytest.mark.slow
-def test_estimator_comparison_quick(shared_data, data_dir, tmp_path):
+def test_processes_share_the_models_through_claims(tmp_path):
+    """A model folder is claimed by one live process at a time; a claim left by a dead process is taken over."""
+    import subprocess
+
     import estimators
 
-    estimators.main(["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir),
-                     "--workdir", str(tmp_path / "runs"), "--output", str(tmp_path / "out"),
-                     "--num-examples", "10", "--latent-dims", "2"])
+    assert estimators.claim(tmp_path / "a") and (tmp_path / "a" / "estimators_claim").read_text() == str(os.getpid())
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "b").mkdir()
+        (tmp_path / "b" / "estimators_claim").write_text(str(holder.pid))
+        assert not estimators.claim(tmp_path / "b")  # held by a live process
+    finally:
+        holder.kill()
+        holder.wait()
+    assert estimators.claim(tmp_path / "b")  # its holder is gone
+    assert (tmp_path / "b" / "estimators_claim").read_text() == str(os.getpid())
+
+
+@pytest.mark.slow
+def test_estimator_comparison_quick(shared_data, data_dir, tmp_path, monkeypatch):
+    import estimators
+
+    args = ["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir), "--workdir",
+            str(tmp_path / "runs"), "--output", str(tmp_path / "out"), "--num-examples", "10", "--latent-dims", "2"]
+    estimators.main(args)
     result = json.loads((tmp_path / "out" / "estimators.json").read_text())
     r = result["results"][0]
     assert r["latent_dim"] == 2 and set(r["naive"]) == {"10", "100", "1000"}
@@ -40,6 +61,28 @@ def test_estimator_comparison_quick(shared_data, data_dir, tmp_path):
     assert set(ais["by_start"]) == {"prior", "q"}
     assert ais["mean"] == max(a["mean"] for a in ais["by_start"].values())
     assert ais["start"] == max(ais["by_start"].values(), key=lambda a: a["mean"])["start"]
+    # Every mean comes with its median and quartiles over the images.
+    for summary in (r["elbo"], r["quadrature"], r["importance"]["100"], r["naive"]["1000"], r["importance_refined"]):
+        q1, q3 = summary["quartiles"]
+        assert q1 <= summary["median"] <= q3
+    # Certification applies the rule as stated, with the gap's standard error; the reference is rerun at 10 T.
+    for a in ais["by_start"].values():
+        assert a["bdmc"]["certified"] == (a["bdmc"]["gap_mean"] < 0.1) and a["bdmc"]["gap_stderr"] > 0
+    conv = ais["convergence"]
+    assert conv["temperatures"] == [50, 500] and conv["num_examples"] == 2 and conv["start"] == ais["start"]
+    assert conv["means"][0] == pytest.approx(np.mean(ais["per_image"]["ais"][:2]), abs=1e-4)
+    assert conv["difference"]["mean"] == pytest.approx(conv["means"][1] - conv["means"][0], abs=1e-4)
+    # Gaps to the reference (quadrature in 2-D) are per image, and AIS's own gap is among them.
+    gaps, per_image = ais["gaps_to_reference"], ais["per_image"]
+    assert ais["reference_name"] == "quadrature" and set(gaps) >= {"elbo", "importance_100", "ais"}
+    assert all(len(v) == 4 for v in per_image.values())
+    assert gaps["elbo"]["mean"] == pytest.approx(np.mean(per_image["quadrature"]) - np.mean(per_image["elbo"]), abs=1e-4)
+    assert gaps["elbo"]["quartiles"][0] > 0  # the ELBO is below log p(x) on (almost) every image
+    # A second run with the same settings reuses each model's result instead of recomputing it.
+    monkeypatch.setattr(estimators, "compare", lambda *a, **k: pytest.fail("the result should have been reused"))
+    estimators.main(args)
+    assert json.loads((tmp_path / "out" / "estimators.json").read_text())["results"] == result["results"]
+    monkeypatch.undo()
     # --reference-only recomputes the reference (here from the prior alone) and keeps everything else.
     estimators.main(["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir), "--reference-only",
                      "--workdir", str(tmp_path / "runs"), "--output", str(tmp_path / "out"), "--ais-start", "prior"])

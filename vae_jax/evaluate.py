@@ -391,7 +391,7 @@ def summarize(values: dict[str, np.ndarray]) -> dict[str, float]:
 @_in_eval_precision
 def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config: "EvalConfig | None" = None, *,
              batch_size: int | None = None, report=None, progress: bool = False, data_kind: str | None = None,
-             **options) -> dict:
+             keep_values: bool = False, **options) -> dict:
     """Runs the chosen estimators over ``images`` [N, D] and summarizes each in nats per example.
 
     Args:
@@ -405,6 +405,7 @@ def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config:
         On 8-bit data a Gaussian model is evaluated on one dequantization of each image (the same for every
         estimator), its estimates shifted by -D log 256 to bound log P(x) (:mod:`vae_jax.measures`), and every
         estimator also reports ``bits_per_dim`` (and its ``bits_per_dim_stderr``).
+      keep_values: also return each estimator's per-example estimates, ``"per_example"`` [N] (a list).
 
     Returns:
       ``{"num_examples", "<estimator>": {"num_samples", "mean", "stderr", ...}, "seconds": {...}}`` where
@@ -458,6 +459,8 @@ def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config:
             result[name].update(num_particles=config.smc_particles, num_temperatures=config.smc_temperatures,
                                 leapfrog_steps=config.leapfrog_steps, start=config.ais_start)
         per_example[name] = values
+        if keep_values:
+            result[name]["per_example"] = np.asarray(values["value"]).tolist()
         if report is not None:
             report(name, result[name])
     if "importance_refined" in per_example:
