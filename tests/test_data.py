@@ -140,3 +140,20 @@ def test_dynamic_binarization_is_unbiased():
     bits = data.binarize(jax.random.key(0), pixels)
     assert set(np.unique(bits)) == {0.0, 1.0}
     assert abs(float(bits.mean()) - 0.3) < 4 * np.sqrt(0.3 * 0.7 / 20_000)
+
+
+def test_processes_started_together_prepare_a_dataset_once(shared_data, tmp_path):
+    """Two processes loading an unprepared split into one data folder at the same moment both get it
+    (before the lock, the second failed renaming TFDS's folder into place: FileExistsError)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vae_jax import data; "
+            "d = data.load('binarized_mnist', 'validation[:3]', data_dir=sys.argv[1], manual_dir=sys.argv[2]); "
+            "print(d.images.shape)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "tfds"), str(shared_data)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+        assert out.strip() == "(3, 28, 28, 1)"

@@ -99,8 +99,31 @@ def _prepare(name: str, base_split: str, data_dir: Path, manual_dir, download: b
     if missing and not download:
         raise DataFileError(_missing_files_message(name, base_split, missing, dirs))
     config = tfds.download.DownloadConfig(manual_dir=str(dirs[0]), force_checksums_validation=True)
-    builder.download_and_prepare(file_format="array_record", download_config=config)
+    with _preparing(Path(data_dir), f"{name}_{base_split}"):
+        if builder.is_prepared():  # another process prepared it while this one waited: read what it wrote
+            return tfds.builder(f"{BUILDERS[name].name}/{base_split}", data_dir=str(data_dir),
+                                file_format="array_record")
+        builder.download_and_prepare(file_format="array_record", download_config=config)
     return builder
+
+
+@contextlib.contextmanager
+def _preparing(data_dir: Path, what: str):
+    """Holds an exclusive lock (``data_dir/.<what>.lock``) while a dataset is prepared: processes started
+    together on one data folder prepare it once, the others waiting, instead of racing to rename TFDS's
+    folder into place (a FileExistsError). Without ``fcntl`` (Windows) it holds no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / f".{what}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
