@@ -163,12 +163,12 @@ def _build_ais(vae: VAE, config: "EvalConfig", chunk: int, key, on_chunk=None) -
 
 
 def _build_smc(vae: VAE, config: "EvalConfig", chunk: int, key, on_chunk=None) -> BatchFn:
-    """Tempered SMC (:func:`vae_jax.smc_log_marginal`) along AIS's path, schedule and pilot-tuned step sizes."""
+    """Tempered SMC (:func:`vae_jax.smc_log_marginal`) along AIS's path and schedule, with ``smc_kernel``'s moves."""
 
     def one(params, key, x):
         record = smc_log_marginal(key, vae.likelihood_fn(params), x, vae.config.latent_dim, config.smc_particles,
                                   config.smc_temperatures, start=_ais_start(vae, config, params, x),
-                                  **_ais_options(config))
+                                  kernel=config.smc_kernel, mcmc_steps=config.smc_moves, **_ais_options(config))
         return {"value": record.log_marginal, "ess_min": record.ess_min, "acceptance": record.acceptance}
 
     return _per_example(one)
@@ -260,8 +260,12 @@ class EvalConfig:
     ais_start: str = option("prior", "AIS and SMC: anneal from the prior, or from the encoder's q(z|x)",
                             choices=("prior", "q"))
     smc_particles: int = option(64, "SMC: particles per example", positive=True)
-    smc_temperatures: int = option(200, "SMC: temperatures of the sigmoid schedule (resampling and one HMC move "
-                                   "at each)", positive=True)
+    smc_temperatures: int = option(200, "SMC: temperatures of the sigmoid schedule (resampling and --smc-moves "
+                                   "moves at each)", positive=True)
+    smc_kernel: str = option("hmc", "SMC: the moves, local HMC, or independent Metropolis-Hastings proposals fitted "
+                             "to a pilot run's particles (cross between modes; for low latent dimensions)",
+                             choices=("hmc", "independent"))
+    smc_moves: int = option(1, "SMC: moves per particle at each temperature", positive=True)
     refine_steps: int = option(100, "Adam steps refining each example's q (importance_refined); with "
                                "--refine-patience, the most it may take", positive=True)
     refine_patience: int | None = option(None, "refine each q until the mean -ELBO of a window of 100 Adam steps "
@@ -457,7 +461,8 @@ def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config:
                                 leapfrog_steps=config.leapfrog_steps, start=config.ais_start)
         if name == "smc":
             result[name].update(num_particles=config.smc_particles, num_temperatures=config.smc_temperatures,
-                                leapfrog_steps=config.leapfrog_steps, start=config.ais_start)
+                                leapfrog_steps=config.leapfrog_steps, start=config.ais_start, kernel=config.smc_kernel,
+                                moves=config.smc_moves)
         per_example[name] = values
         if keep_values:
             result[name]["per_example"] = np.asarray(values["value"]).tolist()

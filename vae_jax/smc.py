@@ -16,11 +16,24 @@ is a stochastic lower bound on log p(x), like AIS's. What resampling adds: parti
 path puts mass on (a second posterior mode) are copied there, in proportion to that mass, instead of each chain
 carrying its own weight; AIS chains started in one mode of q keep their weights and their mode.
 
-The SMC step is BlackJAX's (``blackjax.smc.tempered.build_kernel``, HMC moves from ``blackjax.hmc``); the schedule
-and the frozen per-temperature step sizes (a pilot run toward ``target_acceptance``) are AIS's.
+The SMC step is BlackJAX's (``blackjax.smc.tempered.build_kernel``); the schedule is AIS's. Two move kernels:
 
-Cost per example: T x mcmc_steps x N HMC transitions of (leapfrog_steps + 1) likelihood gradients, plus T x N
-likelihood values for the weights: about what AIS with N chains and the same T costs.
+- ``kernel="hmc"``: HMC moves (``blackjax.hmc``) with AIS's frozen per-temperature step sizes (a pilot run
+  toward ``target_acceptance``). Cost per example: T x mcmc_steps x N transitions of (leapfrog_steps + 1)
+  likelihood gradients, plus T x N likelihood values for the weights: about AIS's with N chains.
+- ``kernel="independent"``: independent Metropolis-Hastings moves (BlackJAX's ``irmh``) whose proposal at
+  temperature t is the defensive mixture (1 - d) N(m_t, s^2 C_t) + d N(0, I), where (m_t, C_t) are the
+  weighted mean and covariance of a *pilot* SMC's particles at that temperature (``pilot_particles``, its own
+  keys) and d = ``defensive``. The pilot's fits are frozen before the counted run, so the run's moves leave
+  each tempered distribution invariant and its estimate keeps its unbiasedness, as AIS's frozen step sizes
+  do. A proposal that covers the whole tempered distribution moves a particle anywhere in one step, between
+  modes included, so the particles decorrelate far faster than under local HMC moves; each move costs one
+  likelihood value (no gradient). It suits low latent dimensions (a fitted Gaussian proposal's acceptance
+  falls fast as K grows). Cost per example: T x (mcmc_steps + 1) x (N + pilot_particles) likelihood values.
+
+Noise. With moves that mix perfectly the variance of the estimate is about (1/N) sum_t Var_{f_{b_t}}(log f_{b_t+1}
+- log f_{b_t}): the schedule and N set it; moves that decorrelate slowly multiply it by roughly the number of
+temperatures a particle takes to forget where it was.
 """
 
 import functools
@@ -32,6 +45,7 @@ from jax import lax
 
 from vae_jax import validation
 from vae_jax.ais import setup_annealing, start_samples
+from vae_jax.errors import ConfigError
 from vae_jax.types import Array, ArrayLike, LogLikelihoodFn, PRNGKey
 
 
@@ -67,6 +81,10 @@ def smc_log_marginal(
     pilot_chains: int = 8,
     target_acceptance: float = 0.65,
     step_sizes: ArrayLike | None = None,
+    kernel: str = "hmc",
+    pilot_particles: int = 256,
+    proposal_scale: float = 1.2,
+    defensive: float = 0.1,
 ) -> SMCRecord:
     """Tempered SMC: a stochastic lower bound on log p(x) for one example x [D].
 
@@ -81,7 +99,12 @@ def smc_log_marginal(
       mcmc_steps: HMC transitions per temperature.
       start: None to start from the prior, or (mean [K], log_var [K]) of q(z|x) to start from q.
       pilot_chains, target_acceptance, step_sizes: the step sizes' pilot run, as for
-        :func:`vae_jax.ais_log_marginal`.
+        :func:`vae_jax.ais_log_marginal` (``kernel="hmc"``).
+      kernel: ``"hmc"`` or ``"independent"`` (see the module docstring).
+      pilot_particles: particles of the pilot SMC whose weighted moments, frozen, make the independent
+        proposals (``kernel="independent"``).
+      proposal_scale: s, the proposal's standard deviations over the fitted ones.
+      defensive: d, the weight of N(0, I) in the proposal, so that its tails are never lighter than the prior's.
 
     Returns:
       :class:`SMCRecord`. jit with ``log_likelihood`` and the counts static; vmap over (key, x[, start]).
@@ -93,23 +116,80 @@ def smc_log_marginal(
     x = validation.as_float_data("x", x).astype(jnp.float32)
     validation.check_positive_int("num_particles", num_particles)
     validation.check_positive_int("mcmc_steps", mcmc_steps)
+    if kernel not in ("hmc", "independent"):
+        raise ConfigError(f"kernel must be 'hmc' or 'independent', not {kernel!r}")
     pilot_key, start_key, run_key = jax.random.split(key, 3)
     path, betas, step_sizes = setup_annealing(pilot_key, log_likelihood, x, start, latent_dim, num_temperatures,
                                               leapfrog_steps, pilot_chains, target_acceptance, step_sizes)
-    hmc = functools.partial(blackjax.hmc.build_kernel(), num_integration_steps=leapfrog_steps)
-    kernel = tempered.build_kernel(path.log_start, path.log_ratio, hmc, blackjax.hmc.init, resampling.systematic)
-    # The step to b_t moves the particles at b_{t-1}, whose step size AIS tuned (b_0 takes b_1's).
-    move_sizes = jnp.concatenate([step_sizes[:1], step_sizes[:-1]])
-    inverse_mass = jnp.ones((1, latent_dim), x.dtype)  # leading 1: shared by every particle
+    if kernel == "hmc":
+        hmc = functools.partial(blackjax.hmc.build_kernel(), num_integration_steps=leapfrog_steps)
+        smc_step = tempered.build_kernel(path.log_start, path.log_ratio, hmc, blackjax.hmc.init, resampling.systematic)
+        # The step to b_t moves the particles at b_{t-1}, whose step size AIS tuned (b_0 takes b_1's).
+        move_sizes = jnp.concatenate([step_sizes[:1], step_sizes[:-1]])
+        inverse_mass = jnp.ones((1, latent_dim), x.dtype)  # leading 1: shared by every particle
+        moves = lambda state, t: {"step_size": move_sizes[t][None], "inverse_mass_matrix": inverse_mass}
+    else:
+        validation.check_positive_int("pilot_particles", pilot_particles)
+        independent = functools.partial(_independent_move, defensive=defensive)
+        smc_step = tempered.build_kernel(path.log_start, path.log_ratio, independent, blackjax.rmh.init,
+                                         resampling.systematic)
+        fit = lambda state, t: _fit_proposal(state.particles, state.weights, proposal_scale)
+        pilot_key, run_key = jax.random.split(run_key)
+        pilot = _run(smc_step, pilot_key, start_samples(jax.random.fold_in(start_key, 1), start, pilot_particles,
+                                                        latent_dim, x.dtype), betas, fit, mcmc_steps)
+        fitted = pilot[-1]  # frozen: {"mean": [T, 1, K], "chol": [T, 1, K, K]}
+        moves = lambda state, t: {name: value[t] for name, value in fitted.items()}
+    z0 = start_samples(start_key, start, num_particles, latent_dim, x.dtype)
+    increments, ess, acceptance, _ = _run(smc_step, run_key, z0, betas, moves, mcmc_steps)
+    return SMCRecord(jnp.sum(increments), jnp.min(ess), jnp.mean(acceptance), step_sizes)
+
+
+def _run(smc_step, key, z0, betas, moves, mcmc_steps):
+    """The tempered SMC from particles z0 [N, K] over ``betas`` [T + 1]; ``moves(state, t)`` gives the move
+    kernel's parameters for step t. Returns per-step log mean incremental weights, ESS fractions and acceptance
+    rates [T], and the parameters used."""
+    from blackjax.smc import tempered
+
+    n = z0.shape[0]
 
     def step(state, inputs):
-        k, beta, size = inputs
-        state, info = kernel(k, state, mcmc_steps, beta, {"step_size": size[None], "inverse_mass_matrix": inverse_mass})
-        ess = 1.0 / (num_particles * jnp.sum(state.weights**2))
-        return state, (info.log_likelihood_increment, ess, jnp.mean(info.update_info.acceptance_rate))
+        k, beta, t = inputs
+        parameters = moves(state, t)
+        state, info = smc_step(k, state, mcmc_steps, beta, parameters)
+        ess = 1.0 / (n * jnp.sum(state.weights**2))
+        return state, (info.log_likelihood_increment, ess, jnp.mean(info.update_info.acceptance_rate), parameters)
 
-    z0 = start_samples(start_key, start, num_particles, latent_dim, x.dtype)
-    state = tempered.TemperedSMCState(z0, jnp.full(num_particles, 1.0 / num_particles, x.dtype), jnp.zeros((), x.dtype))
-    keys = jax.random.split(run_key, num_temperatures)
-    _, (increments, ess, acceptance) = lax.scan(step, state, (keys, betas[1:], move_sizes))
-    return SMCRecord(jnp.sum(increments), jnp.min(ess), jnp.mean(acceptance), step_sizes)
+    state = tempered.TemperedSMCState(z0, jnp.full(n, 1.0 / n, z0.dtype), jnp.zeros((), z0.dtype))
+    num_steps = betas.shape[0] - 1
+    _, out = lax.scan(step, state, (jax.random.split(key, num_steps), betas[1:], jnp.arange(num_steps)))
+    return out
+
+
+def _fit_proposal(particles: Array, weights: Array, scale: float) -> dict:
+    """The weighted mean [1, K] and the Cholesky factor [1, K, K] of scale^2 x the weighted covariance (with a
+    small ridge) of particles [N, K]: an independent proposal's parameters, leading 1 = shared by the particles."""
+    mean = weights @ particles
+    centred = particles - mean
+    cov = (weights[:, None] * centred).T @ centred + 1e-6 * jnp.eye(particles.shape[1], dtype=particles.dtype)
+    return {"mean": mean[None], "chol": (scale * jnp.linalg.cholesky(cov))[None]}
+
+
+def _independent_move(key, state, logdensity_fn, mean, chol, *, defensive):
+    """One independent Metropolis-Hastings move (BlackJAX's ``irmh``) of one particle toward ``logdensity_fn``,
+    proposing from g = (1 - defensive) N(mean, chol chol^T) + defensive N(0, I), mean [K], chol [K, K]."""
+    import blackjax
+    from jax.scipy.stats import multivariate_normal, norm
+
+    k = mean.shape[-1]
+
+    def log_g(z):
+        fitted = multivariate_normal.logpdf(z, mean, chol @ chol.T)
+        return jnp.logaddexp(jnp.log1p(-defensive) + fitted, jnp.log(defensive) + jnp.sum(norm.logpdf(z)))
+
+    def propose(key):
+        pick, fitted_key, wide_key = jax.random.split(key, 3)
+        fitted = mean + chol @ jax.random.normal(fitted_key, (k,), mean.dtype)
+        return jnp.where(jax.random.uniform(pick) < defensive, jax.random.normal(wide_key, (k,), mean.dtype), fitted)
+
+    # irmh's proposal_logdensity_fn(new, prev) is the log density of proposing prev: g(prev) for an independent one.
+    return blackjax.irmh.build_kernel()(key, state, logdensity_fn, propose, lambda new, prev: log_g(prev.position))
