@@ -27,8 +27,10 @@ from vae_jax.evaluate import EvalConfig, evaluation_key, make_estimator_fns, map
 from vae_jax.shared_samples import grid_error_estimate
 
 WITHIN = 0.1  # nats: the goal's tolerance per image
+# The truth's grid: on the 2-D model's 100 reference images a 400^2 grid was up to 0.099 nats off the 1600^2 one
+# (image 36); on the three images it moved most, 3200^2 and the square [-8, 8]^2 change the 1600^2 values by < 1e-4.
 DEFAULT = dict(num_examples=100, ais_chains=16, ais_temperatures=1000, smc_particles=64, smc_temperatures=250,
-               grid_points=400)
+               grid_points=1600)
 QUICK = dict(num_examples=8, ais_chains=4, ais_temperatures=50, smc_particles=16, smc_temperatures=20,
              grid_points=100)
 
