@@ -435,13 +435,18 @@ def claim(folder: Path) -> bool:
     return True
 
 
+def _per_model(settings) -> dict:
+    """The settings one model's result depends on (all but the list of latent dimensions)."""
+    return {key: value for key, value in settings.items() if key != "latent_dims"}
+
+
 def _cache(k, args) -> Path:
     return Path(args.workdir) / f"latent_{k}" / "estimators_result.json"
 
 
 def load_cached(k, settings, args) -> dict | None:
     """The K-dimensional model's result from an earlier run with the same settings, or None."""
-    same = json.loads(json.dumps({key: value for key, value in settings.items() if key != "latent_dims"}))
+    same = json.loads(json.dumps(_per_model(settings)))
     if _cache(k, args).exists():
         cached = json.loads(_cache(k, args).read_text())
         if cached["settings"] == same:
@@ -462,8 +467,7 @@ def model_result(k, settings, args, options, test) -> dict:
     if k == 2:
         Path(args.output).mkdir(parents=True, exist_ok=True)
         plot_posteriors_2d(vae, params, test, per_example, Path(args.output) / "posteriors_2d.png")
-    write_json(_cache(k, args), {"settings": {key: v for key, v in settings.items() if key != "latent_dims"},
-                                 "result": result})
+    write_json(_cache(k, args), {"settings": _per_model(settings), "result": result})
     return load_cached(k, settings, args)  # as JSON holds it: the same whether computed or reused
 
 
@@ -479,9 +483,9 @@ def main(argv=None):
         k = next((k for k in pending if claim(Path(args.workdir) / f"latent_{k}")), None)
         if k is None:  # every model left is being compared by another process: wait for its result
             time.sleep(30)
-            pending = [k for k in pending if not load_cached(k, settings, args)]
-            results.update({k: load_cached(k, settings, args) for k in settings["latent_dims"]
-                            if k not in results and k not in pending})
+            done = {k: r for k in pending if (r := load_cached(k, settings, args))}
+            results.update(done)
+            pending = [k for k in pending if k not in done]
             continue
         pending.remove(k)
         try:
