@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import vae_jax as vj
+from vae_jax.errors import ConfigError
 from vae_jax.linear_gaussian import LinearGaussian
 from vae_jax.shared_samples import grid_log_marginal_2d
 
@@ -59,6 +60,37 @@ def test_ais_from_q_matches_grid_quadrature_in_2d():
     record = jax.jit(lambda k: vj.ais_log_marginal(k, vae.likelihood_fn(params), x, 2, 64, 500,
                                                    start=(mean, log_var + 1.0)))(jax.random.key(2))
     assert abs(float(record.log_marginal) - truth) < 0.05
+
+
+def test_a_defensive_start_is_the_mixture_of_q_and_the_prior():
+    """prior_weight d: p_0 = (1 - d) q + d N(0, I). The path's log p_0 equals the mixture's density written out,
+    its ratio term is log p(z) + log p(x|z) - log p_0(z), and 20,000 start draws have the mixture's mean and
+    variance per coordinate (each within 5 standard errors)."""
+    from jax.scipy.stats import norm
+    from vae_jax.ais import annealing_path, start_samples
+    mean, log_var, d = jnp.array([2.0, -1.0]), jnp.log(jnp.array([0.04, 0.25])), 0.1
+    ll = lambda x, z: -jnp.sum((z - x) ** 2)
+    path = annealing_path(ll, jnp.zeros(2), (mean, log_var), d)
+    z = jnp.array([0.3, -0.7])
+    mixture = np.log((1 - d) * np.prod(norm.pdf(z, mean, jnp.exp(0.5 * log_var))) + d * np.prod(norm.pdf(z)))
+    np.testing.assert_allclose(path.log_start(z), mixture, rtol=1e-5)
+    np.testing.assert_allclose(path.log_ratio(z), np.sum(norm.logpdf(z)) + ll(jnp.zeros(2), z) - mixture, rtol=1e-5)
+    draws = np.asarray(start_samples(jax.random.key(0), (mean, log_var), 20_000, 2, jnp.float32, d))
+    m1 = (1 - d) * mean
+    var = (1 - d) * (jnp.exp(log_var) + mean**2) + d - m1**2
+    np.testing.assert_array_less(np.abs(draws.mean(0) - m1), 5 * np.sqrt(var / 20_000))
+    fourth = (1 - d) * (mean**4 + 6 * mean**2 * jnp.exp(log_var) + 3 * jnp.exp(log_var) ** 2) + 3 * d  # E z^4
+    np.testing.assert_array_less(np.abs(draws.var(0) - var), 5 * np.sqrt((fourth - (var + m1**2) ** 2) / 20_000)
+                                 + 1e-3)
+    np.testing.assert_array_equal(start_samples(jax.random.key(0), (mean, log_var), 5, 2, jnp.float32, 0.0),
+                                  mean + jnp.exp(0.5 * log_var) * jax.random.normal(jax.random.key(0), (5, 2)))
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, float("nan"), "a"])
+def test_a_prior_weight_outside_zero_to_one_is_refused(bad):
+    with pytest.raises(ConfigError, match="prior_weight must"):
+        vj.ais_log_marginal(jax.random.key(0), lambda x, z: -jnp.sum(z**2), jnp.zeros(1), 2, 4, 5,
+                            start=(jnp.zeros(2), jnp.zeros(2)), prior_weight=bad)
 
 
 def test_ais_vmaps_over_examples_and_traces_once():

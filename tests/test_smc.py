@@ -78,8 +78,8 @@ def test_smc_matches_grid_quadrature_in_2d():
         assert abs(float(record.log_marginal) - truth) < 0.05
 
 
-@pytest.mark.parametrize("kernel, moves", [("hmc", 1), ("independent", 2)])
-def test_evaluate_runs_smc_per_example_with_its_own_stream(kernel, moves):
+@pytest.mark.parametrize("kernel, moves, prior_weight", [("hmc", 1, 0.0), ("independent", 2, 0.2)])
+def test_evaluate_runs_smc_per_example_with_its_own_stream(kernel, moves, prior_weight):
     """``evaluate(..., estimators=("smc",))``: example i uses fold_in(fold_in(key, 5), i), so the result is the
     same per-example function jitted and vmapped here (an eager call rounds differently, and a rounding
     difference can flip a resampling index: 3e-3 nats seen), whatever the batch size; the summary names its settings."""
@@ -87,16 +87,17 @@ def test_evaluate_runs_smc_per_example_with_its_own_stream(kernel, moves):
     params = vae.init(jax.random.key(0))
     xs = np.asarray(jax.random.bernoulli(jax.random.key(1), 0.5, (5, 12)), np.float32)
     config = EvalConfig(estimators=("smc",), smc_particles=8, smc_temperatures=20, ais_start="q", smc_kernel=kernel,
-                        smc_moves=moves)
+                        smc_moves=moves, start_prior_weight=prior_weight)
     key = jax.random.key(3)
     result = evaluate(vae, params, xs, key, config, batch_size=2)["smc"]
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(key, 5), i))(jnp.arange(5))
     direct = jax.jit(jax.vmap(lambda k, x: vj.smc_log_marginal(k, vae.likelihood_fn(params), x, 3, 8, 20,
                                                                start=vae.encode(params, x), kernel=kernel,
-                                                               mcmc_steps=moves).log_marginal))(keys, xs)
+                                                               mcmc_steps=moves, prior_weight=prior_weight
+                                                               ).log_marginal))(keys, xs)
     np.testing.assert_allclose(result["mean"], np.mean(direct), rtol=0, atol=1e-5)
     assert (result["num_particles"], result["num_temperatures"], result["start"]) == (8, 20, "q")
-    assert (result["kernel"], result["moves"]) == (kernel, moves)
+    assert (result["kernel"], result["moves"], result["start_prior_weight"]) == (kernel, moves, prior_weight)
     assert 0 < result["ess_min"] <= 1 and 0 < result["acceptance"] < 1
 
 
@@ -117,7 +118,9 @@ def test_independent_moves_match_the_exact_log_marginal_of_a_linear_gaussian_mod
     estimates, records = _repeated(lambda k: vj.smc_log_marginal(k, model.log_likelihood, x, 10, 64, 100,
                                                                  kernel="independent"), 16)
     _within_monte_carlo_error(estimates, float(model.log_marginal(x)), bias=0.05)  # spread about 0.25 here
-    assert np.all(records.acceptance > 0.2)
+    # The Gaussian half of the proposal keeps the acceptance up in 10-D: the kernel density estimate alone
+    # accepted 0.12-0.16 in these 16 runs, the mixture 0.19-0.24 (measured when the kernels were added).
+    assert np.all(records.acceptance > 0.17)
 
 
 def test_independent_moves_recover_the_mode_a_start_misses():
@@ -129,6 +132,22 @@ def test_independent_moves_recover_the_mode_a_start_misses():
                                                            kernel="independent", mcmc_steps=2), 16)
     _within_monte_carlo_error(estimates, exact)
     assert abs(np.mean(estimates) - (exact + np.log(0.8))) > 0.15  # not the one-mode answer
+
+
+def test_a_defensive_start_recovers_the_mode_q_misses():
+    """The same missing start mixed with the prior (prior_weight 0.1): the path now carries prior mass to the
+    left mode from b = 0, and SMC with independent moves averages to the exact log p(x), 256 particles, 5 moves."""
+    log_likelihood, exact, start = _two_modes()
+    estimates, _ = _repeated(lambda k: vj.smc_log_marginal(k, log_likelihood, jnp.zeros(1), 2, 256, 100, start=start,
+                                                           kernel="independent", mcmc_steps=5, prior_weight=0.1), 16)
+    _within_monte_carlo_error(estimates, exact)
+    assert np.std(estimates) < 0.1
+
+
+def test_the_independent_kernel_tunes_no_step_sizes():
+    log_likelihood, _, _ = _two_modes()
+    record = vj.smc_log_marginal(jax.random.key(0), log_likelihood, jnp.zeros(1), 2, 16, 10, kernel="independent")
+    np.testing.assert_array_equal(record.step_sizes, np.zeros(10))
 
 
 def test_unknown_kernel_is_refused():

@@ -1,7 +1,8 @@
 """Annealed importance sampling (Neal 2001) and bidirectional Monte Carlo (Grosse, Ghahramani & Adams 2015;
 Wu, Burda, Salakhutdinov & Grosse 2017) for log p(x), as functions of ``log_likelihood(x, z)`` for ONE example.
 
-Geometric path from a start distribution p_0 (the prior, or q(z|x)) to the posterior:
+Geometric path from a start distribution p_0 (the prior, q(z|x), or the defensive mixture (1 - d) q(z|x) + d p(z)
+with ``prior_weight`` d) to the posterior:
 
     log f_b(z) = log p_0(z) + b [log p(z) + log p(x|z) - log p_0(z)],   b = b_0 = 0 < b_1 < ... < b_T = 1,
 
@@ -65,14 +66,19 @@ class AnnealingPath(NamedTuple):
     log_ratio: callable  # z [K] -> log p(z) + log p(x|z) - log p_0(z)
 
 
-def annealing_path(log_likelihood, x, start) -> AnnealingPath:
-    """The path from p_0 = the prior (``start`` None) or q = N(mean, exp(log_var)) (``start`` = (mean [K],
-    log_var [K])) to the posterior of x [D]."""
+def annealing_path(log_likelihood, x, start, prior_weight: float = 0.0) -> AnnealingPath:
+    """The path from p_0 to the posterior of x [D]; p_0 is the prior (``start`` None), q = N(mean,
+    exp(log_var)) (``start`` = (mean [K], log_var [K])), or with ``prior_weight`` d > 0 the defensive mixture
+    (1 - d) q + d p(z), which puts prior mass on posterior modes that q misses."""
     if start is None:  # the prior: the ratio is the likelihood alone
         return AnnealingPath(standard_normal_log_prob, lambda z: log_likelihood(x, z))
     mean, log_var = start
-    log_q = lambda z: diag_normal_log_prob(z, mean, log_var)
-    return AnnealingPath(log_q, lambda z: standard_normal_log_prob(z) + log_likelihood(x, z) - log_q(z))
+    if prior_weight > 0:
+        log_start = lambda z: jnp.logaddexp(jnp.log1p(-prior_weight) + diag_normal_log_prob(z, mean, log_var),
+                                            jnp.log(prior_weight) + standard_normal_log_prob(z))
+    else:
+        log_start = lambda z: diag_normal_log_prob(z, mean, log_var)
+    return AnnealingPath(log_start, lambda z: standard_normal_log_prob(z) + log_likelihood(x, z) - log_start(z))
 
 
 def _anneal(key, path: AnnealingPath, z0: Array, betas: Array, step_sizes: Array, leapfrog_steps: int, adapt: bool,
@@ -142,26 +148,34 @@ def tune_step_sizes(key, path: AnnealingPath, z0: Array, betas: Array, leapfrog_
     return jnp.exp(jnp.interp(betas[1:], pilot_betas[1:], jnp.log(used)))
 
 
-def start_samples(key, path_start, num_chains: int, latent_dim: int, dtype):
-    """[num_chains, K] draws from p_0: the prior, or q when ``path_start`` = (mean, log_var)."""
+def start_samples(key, path_start, num_chains: int, latent_dim: int, dtype, prior_weight: float = 0.0):
+    """[num_chains, K] draws from p_0 (:func:`annealing_path`): the prior, q when ``path_start`` = (mean,
+    log_var), or (1 - prior_weight) q + prior_weight p(z)."""
     eps = jax.random.normal(key, (num_chains, latent_dim), dtype)
     if path_start is None:
         return eps
     mean, log_var = path_start
-    return mean + jnp.exp(0.5 * log_var) * eps
+    z = mean + jnp.exp(0.5 * log_var) * eps
+    if prior_weight > 0:  # each draw from the prior with probability d
+        pick_key, prior_key = jax.random.split(jax.random.fold_in(key, 1))
+        from_prior = jax.random.uniform(pick_key, (num_chains, 1)) < prior_weight
+        z = jnp.where(from_prior, jax.random.normal(prior_key, z.shape, dtype), z)
+    return z
 
 
 def setup_annealing(key, log_likelihood, x, start, latent_dim, num_temperatures, leapfrog_steps, pilot_chains,
-           target_acceptance, step_sizes):
+                    target_acceptance, step_sizes, prior_weight=0.0):
     """(path, betas [T + 1], frozen step sizes [T]): checks the counts, then tunes the step sizes by a pilot
     run unless they are given."""
     for name, value in (("latent_dim", latent_dim), ("num_temperatures", num_temperatures),
                         ("leapfrog_steps", leapfrog_steps), ("pilot_chains", pilot_chains)):
         validation.check_positive_int(name, value)
     start = validation.check_start(start, latent_dim)
-    path, betas = annealing_path(log_likelihood, x, start), sigmoid_schedule(num_temperatures).astype(x.dtype)
+    prior_weight = validation.check_prior_weight(prior_weight)
+    path = annealing_path(log_likelihood, x, start, prior_weight)
+    betas = sigmoid_schedule(num_temperatures).astype(x.dtype)
     if step_sizes is None:
-        z_pilot = start_samples(jax.random.fold_in(key, 0), start, pilot_chains, latent_dim, x.dtype)
+        z_pilot = start_samples(jax.random.fold_in(key, 0), start, pilot_chains, latent_dim, x.dtype, prior_weight)
         step_sizes = tune_step_sizes(jax.random.fold_in(key, 1), path, z_pilot, betas, leapfrog_steps,
                                      target_acceptance)
     return path, betas, jnp.asarray(step_sizes, x.dtype)
@@ -180,6 +194,7 @@ def ais_log_marginal(
     pilot_chains: int = 8,
     target_acceptance: float = 0.65,
     step_sizes: ArrayLike | None = None,
+    prior_weight: float = 0.0,
 ) -> AISRecord:
     """Forward AIS: a stochastic lower bound on log p(x) for one example x [D].
 
@@ -196,6 +211,7 @@ def ais_log_marginal(
         100 temperatures).
       target_acceptance: the pilot's target acceptance rate.
       step_sizes: [T] frozen step sizes to use instead of a pilot run (e.g. a record's ``step_sizes``).
+      prior_weight: d in [0, 1): with ``start`` q's, start from (1 - d) q + d p(z) (:func:`annealing_path`).
 
     Returns:
       :class:`AISRecord`. jit with ``log_likelihood`` and the counts static; vmap over (key, x[, start]).
@@ -204,8 +220,9 @@ def ais_log_marginal(
     validation.check_positive_int("num_chains", num_chains)
     pilot_key, start_key, run_key = jax.random.split(key, 3)
     path, betas, step_sizes = setup_annealing(pilot_key, log_likelihood, x, start, latent_dim, num_temperatures,
-                                     leapfrog_steps, pilot_chains, target_acceptance, step_sizes)
-    z0 = start_samples(start_key, start, num_chains, latent_dim, x.dtype)
+                                              leapfrog_steps, pilot_chains, target_acceptance, step_sizes,
+                                              prior_weight)
+    z0 = start_samples(start_key, start, num_chains, latent_dim, x.dtype, prior_weight)
     log_w, acceptance, sizes = _anneal(run_key, path, z0, betas, step_sizes, leapfrog_steps, False,
                                        target_acceptance)
     return _summary(log_w, acceptance, sizes, 1.0)
@@ -223,6 +240,7 @@ def reverse_ais_log_marginal(
     pilot_chains: int = 8,
     target_acceptance: float = 0.65,
     step_sizes: ArrayLike | None = None,
+    prior_weight: float = 0.0,
 ) -> AISRecord:
     """Reverse AIS from exact posterior samples ``z_exact`` [C, K] (one chain each): a stochastic upper
     bound on log p(x). The path of :func:`ais_log_marginal` run from b = 1 to b = 0; the step sizes are
@@ -233,7 +251,8 @@ def reverse_ais_log_marginal(
         raise ConfigError(f"z_exact must be [chains, K] exact posterior samples, got shape {z_exact.shape}.")
     pilot_key, run_key = jax.random.split(key)
     path, betas, step_sizes = setup_annealing(pilot_key, log_likelihood, x, start, z_exact.shape[-1], num_temperatures,
-                                     leapfrog_steps, pilot_chains, target_acceptance, step_sizes)
+                                              leapfrog_steps, pilot_chains, target_acceptance, step_sizes,
+                                              prior_weight)
     # Reversed, each transition leaves the temperature it moves to invariant: b_{T-1}, ..., b_0, whose
     # forward step sizes are step_sizes[T-2], ..., and for b_0 the first one.
     reversed_sizes = jnp.concatenate([step_sizes[-2::-1], step_sizes[:1]])

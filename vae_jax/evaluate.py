@@ -146,7 +146,8 @@ def _ais_start(vae: VAE, config: "EvalConfig", params, x):
 
 
 def _ais_options(config: "EvalConfig") -> dict:
-    return {"leapfrog_steps": config.leapfrog_steps}
+    return {"leapfrog_steps": config.leapfrog_steps,
+            "prior_weight": config.start_prior_weight if config.ais_start == "q" else 0.0}
 
 
 def _build_ais(vae: VAE, config: "EvalConfig", chunk: int, key, on_chunk=None) -> BatchFn:
@@ -259,6 +260,9 @@ class EvalConfig:
     leapfrog_steps: int = option(10, "AIS and SMC: leapfrog steps per HMC move", positive=True)
     ais_start: str = option("prior", "AIS and SMC: anneal from the prior, or from the encoder's q(z|x)",
                             choices=("prior", "q"))
+    start_prior_weight: float = option(0.0, "AIS and SMC with --ais-start q: start from the defensive mixture "
+                                       "(1 - d) q(z|x) + d p(z) with this d, so that the path puts mass on "
+                                       "posterior modes q misses (e.g. 0.1)", range=(0.0, 1.0))
     smc_particles: int = option(64, "SMC: particles per example", positive=True)
     smc_temperatures: int = option(200, "SMC: temperatures of the sigmoid schedule (resampling and --smc-moves "
                                    "moves at each)", positive=True)
@@ -458,11 +462,12 @@ def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config:
                                 bits_per_dim_stderr=result[name]["stderr"] / (dim * np.log(2.0)))
         if name == "ais":  # num_samples is the number of chains
             result[name].update(num_chains=config.ais_chains, num_temperatures=config.ais_temperatures,
-                                leapfrog_steps=config.leapfrog_steps, start=config.ais_start)
+                                leapfrog_steps=config.leapfrog_steps, start=config.ais_start,
+                                start_prior_weight=_ais_options(config)["prior_weight"])
         if name == "smc":
             result[name].update(num_particles=config.smc_particles, num_temperatures=config.smc_temperatures,
                                 leapfrog_steps=config.leapfrog_steps, start=config.ais_start, kernel=config.smc_kernel,
-                                moves=config.smc_moves)
+                                moves=config.smc_moves, start_prior_weight=_ais_options(config)["prior_weight"])
         per_example[name] = values
         if keep_values:
             result[name]["per_example"] = np.asarray(values["value"]).tolist()

@@ -111,6 +111,18 @@ def check_start(start, latent_dim: int):
     return mean, log_var
 
 
+def check_prior_weight(prior_weight) -> float:
+    """A defensive start's prior weight d: a number in [0, 1) (d = 1 would be the prior start itself)."""
+    try:
+        d = float(prior_weight)
+    except (TypeError, ValueError):
+        raise ConfigError(f"prior_weight must be a number in [0, 1), got {prior_weight!r}.") from None
+    if not 0.0 <= d < 1.0:
+        raise ConfigError(f"prior_weight must be in [0, 1) (the prior's share of the start (1 - d) q + d p(z)), "
+                          f"got {d}; to start from the prior itself, give no start.")
+    return d
+
+
 def is_binary(images) -> bool:
     """Whether every value is exactly 0 or 1 (one pass over the data)."""
     images = np.asarray(images)
