@@ -30,9 +30,11 @@ WITHIN = 0.1  # nats: the goal's tolerance per image
 # The truth's grid: on the 2-D model's 100 reference images a 400^2 grid was up to 0.099 nats off the 1600^2 one
 # (image 36); on the three images it moved most, 3200^2 and the square [-8, 8]^2 change the 1600^2 values by < 1e-4.
 DEFAULT = dict(num_examples=100, ais_chains=16, ais_temperatures=1000, smc_particles=64, smc_temperatures=250,
-               grid_points=1600)
+               grid_points=1600, independent_particles=256, independent_moves=5, prior_weight=0.1)
 QUICK = dict(num_examples=8, ais_chains=4, ais_temperatures=50, smc_particles=16, smc_temperatures=20,
-             grid_points=100)
+             grid_points=100, independent_particles=16, independent_moves=2, prior_weight=0.1)
+METHODS = ("ais", "smc", "smc_independent")  # smc: HMC moves; smc_independent: SMC's independent kernel
+STARTS = ("prior", "q", "q_defensive")  # q_defensive: (1 - d) q + d p(z), d = prior_weight
 
 
 def per_image(vae, params, images, name, config):
@@ -63,26 +65,40 @@ def markdown(results: list[dict], settings: dict) -> str:
                          f"{e[f'within_{WITHIN}']} / {e['num_examples']} |")
     lines += ["", f"Binarized MNIST test[:{settings['num_examples']}]; AIS {settings['ais_chains']} chains x "
               f"{settings['ais_temperatures']} temperatures, SMC {settings['smc_particles']} particles x "
-              f"{settings['smc_temperatures']} temperatures, one HMC move of 10 leapfrog steps per temperature "
+              f"{settings['smc_temperatures']} temperatures, one HMC move of 10 leapfrog steps per temperature; "
+              f"smc_independent: {settings['independent_particles']} particles x {settings['smc_temperatures']} "
+              f"temperatures x {settings['independent_moves']} independent Metropolis-Hastings moves (one likelihood "
+              "value each, no gradient) from a pilot's kernel density estimate; start q_defensive: "
+              f"{1 - settings['prior_weight']:g} q + {settings['prior_weight']:g} p(z) "
               "(cost: particle-moves per image). In 2-D the truth is grid quadrature on a "
               f"{settings['grid_points']}^2 grid (its refinement bound in the JSON); above 2-D there is no truth, and "
-              "the error is against the highest of the four estimates of each image (all are stochastic lower "
+              "the error is against the highest of the estimates of each image (all are stochastic lower "
               "bounds, so the highest is the closest in expectation). Models: those of experiments/estimators.py."]
     return "\n".join(lines) + "\n"
 
 
-def compare(vae, params, images, settings):
+def method_config(method: str, start: str, settings: dict) -> tuple[str, EvalConfig, int]:
+    """(the estimator's name, its EvalConfig, its cost in particle-moves per image)."""
+    independent = method == "smc_independent"
+    config = EvalConfig(ais_chains=settings["ais_chains"], ais_temperatures=settings["ais_temperatures"],
+                        smc_particles=settings["independent_particles" if independent else "smc_particles"],
+                        smc_temperatures=settings["smc_temperatures"], smc_kernel="independent" if independent else "hmc",
+                        smc_moves=settings["independent_moves"] if independent else 1,
+                        ais_start="prior" if start == "prior" else "q",
+                        start_prior_weight=settings["prior_weight"] if start == "q_defensive" else 0.0)
+    if method == "ais":
+        return "ais", config, config.ais_chains * config.ais_temperatures
+    return "smc", config, config.smc_particles * config.smc_temperatures * config.smc_moves
+
+
+def compare(vae, params, images, settings, methods=METHODS[:2], starts=STARTS[:2]):
     k = vae.config.latent_dim
     runs = []
-    for method, count, temps in (("ais", "ais_chains", "ais_temperatures"), ("smc", "smc_particles",
-                                                                            "smc_temperatures")):
-        for start in ("prior", "q"):
-            config = EvalConfig(ais_chains=settings["ais_chains"], ais_temperatures=settings["ais_temperatures"],
-                                smc_particles=settings["smc_particles"], smc_temperatures=settings["smc_temperatures"],
-                                ais_start=start)
-            values, seconds = per_image(vae, params, images, method, config)
-            runs.append({"method": method, "start": start, "cost": settings[count] * settings[temps],
-                         "seconds": seconds, "values": values})
+    for method in methods:
+        for start in starts:
+            name, config, cost = method_config(method, start, settings)
+            values, seconds = per_image(vae, params, images, name, config)
+            runs.append({"method": method, "start": start, "cost": cost, "seconds": seconds, "values": values})
             print(f"latent {k}: {method} from {start}: {values.mean():.3f} ({seconds:.0f} s)", flush=True)
     out = {"latent_dim": k}
     if k == 2:
@@ -102,7 +118,15 @@ def main(argv=None):
     p = experiment_parser("reference_2d", __doc__)
     p.add_argument("--latent-dims", default="2", help="comma-separated latent dimensions (models of estimators.py)")
     p.add_argument("--num-examples", type=int, help="the first N test images (default: 100; 8 with --quick)")
+    p.add_argument("--methods", default="ais,smc", help=f"comma-separated, of {','.join(METHODS)} (smc_independent: "
+                   "SMC with independent moves from a pilot's kernel density estimate)")
+    p.add_argument("--starts", default="prior,q", help=f"comma-separated, of {','.join(STARTS)} (q_defensive: the "
+                   "mixture (1 - d) q + d p(z), d = 0.1)")
     args = p.parse_args(argv)
+    methods, starts = tuple(args.methods.split(",")), tuple(args.starts.split(","))
+    for given, known, what in ((methods, METHODS, "--methods"), (starts, STARTS, "--starts")):
+        if set(given) - set(known):
+            p.error(f"unknown {what} {','.join(sorted(set(given) - set(known)))}; choose from {','.join(known)}")
     settings = dict(QUICK if args.quick else DEFAULT)
     if args.num_examples:
         settings["num_examples"] = args.num_examples
@@ -115,7 +139,7 @@ def main(argv=None):
     start, results = time.perf_counter(), []
     for k in (int(v) for v in args.latent_dims.split(",")):
         _, vae, params, _ = train_model(k, model_settings, args, options)
-        results.append(compare(vae, params, images, settings))
+        results.append(compare(vae, params, images, settings, methods, starts))
     write_results(args.output, "reference_2d", {"meta": run_meta(settings, time.perf_counter() - start),
                                                 "results": results}, markdown(results, settings))
     print(f"wrote {args.output}")

@@ -91,6 +91,10 @@ def test_a_prior_weight_outside_zero_to_one_is_refused(bad):
     with pytest.raises(ConfigError, match="prior_weight must"):
         vj.ais_log_marginal(jax.random.key(0), lambda x, z: -jnp.sum(z**2), jnp.zeros(1), 2, 4, 5,
                             start=(jnp.zeros(2), jnp.zeros(2)), prior_weight=bad)
+    if not isinstance(bad, str):  # evaluate's option: the same range, named as on the command line
+        from vae_jax.evaluate import EvalConfig
+        with pytest.raises(ConfigError, match="start_prior_weight must be in"):
+            EvalConfig(start_prior_weight=bad)
 
 
 def test_ais_vmaps_over_examples_and_traces_once():
