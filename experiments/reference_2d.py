@@ -121,7 +121,9 @@ def main(argv=None):
     p.add_argument("--methods", default="ais,smc", help=f"comma-separated, of {','.join(METHODS)} (smc_independent: "
                    "SMC with independent moves from a pilot's kernel density estimate)")
     p.add_argument("--starts", default="prior,q", help=f"comma-separated, of {','.join(STARTS)} (q_defensive: the "
-                   "mixture (1 - d) q + d p(z), d = 0.1)")
+                   "mixture (1 - d) q + d p(z), d = --prior-weight)")
+    p.add_argument("--prior-weight", type=float, default=DEFAULT["prior_weight"],
+                   help="d, the prior's share of the q_defensive start (0 <= d < 1)")
     args = p.parse_args(argv)
     methods, starts = tuple(args.methods.split(",")), tuple(args.starts.split(","))
     for given, known, what in ((methods, METHODS, "--methods"), (starts, STARTS, "--starts")):
@@ -130,6 +132,9 @@ def main(argv=None):
     settings = dict(QUICK if args.quick else DEFAULT)
     if args.num_examples:
         settings["num_examples"] = args.num_examples
+    if not 0 <= args.prior_weight < 1:
+        p.error(f"--prior-weight must be in [0, 1), got {args.prior_weight}")
+    settings["prior_weight"] = args.prior_weight
     model_settings = dict(ESTIMATOR_QUICK if args.quick else ESTIMATOR_SETTINGS)
     options = DataOptions(data_dir=args.data_dir, manual_dir=args.manual_dir)
     if args.workdir == "runs/reference_2d":  # the default: share estimators.py's models

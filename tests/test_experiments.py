@@ -106,14 +106,17 @@ def test_estimator_comparison_quick(shared_data, data_dir, tmp_path, monkeypatch
     # SMC's independent kernel from the defensive start, on the same images; an unknown method is refused.
     reference_2d.main(["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir), "--num-examples", "6",
                        "--workdir", str(tmp_path / "runs"), "--output", str(tmp_path / "ref_independent"),
-                       "--methods", "smc_independent", "--starts", "q_defensive"])
-    independent = json.loads((tmp_path / "ref_independent" / "reference_2d.json").read_text())["results"][0]
+                       "--methods", "smc_independent", "--starts", "q_defensive", "--prior-weight", "0.2"])
+    written = json.loads((tmp_path / "ref_independent" / "reference_2d.json").read_text())
+    independent = written["results"][0]
+    assert written["meta"]["settings"]["prior_weight"] == 0.2
     assert [(m["method"], m["start"]) for m in independent["methods"]] == [("smc_independent", "q_defensive")]
     assert independent["quadrature"] == ref["quadrature"]
     m = independent["methods"][0]
     assert abs(m["error"]["mean"] - (m["mean"] - ref["quadrature"]["mean"])) < 1e-4 and len(m["per_example"]) == 6
-    with pytest.raises(SystemExit):
-        reference_2d.main(["--quick", "--methods", "smc_gibbs"])
+    for bad in (["--methods", "smc_gibbs"], ["--starts", "q_defensive", "--prior-weight", "1"]):
+        with pytest.raises(SystemExit):
+            reference_2d.main(["--quick", *bad])
 
 
 @pytest.mark.slow

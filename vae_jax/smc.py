@@ -162,7 +162,7 @@ def smc_log_marginal(
         pilot_key, run_key = jax.random.split(run_key)
         pilot = _run(smc_step, pilot_key, draw(jax.random.fold_in(start_key, 1), num_chains=pilot_particles),
                      betas, fit, mcmc_steps)
-        fitted = pilot[-1]  # frozen: {"centres": [T, 1, M, K], "log_weights": [T, 1, M], "chol": [T, 1, K, K]}
+        fitted = pilot[-1]  # frozen: each [T, 1, ...]
         moves = lambda state, t: {name: value[t] for name, value in fitted.items()}
     z0 = draw(start_key, num_chains=num_particles)
     increments, ess, acceptance, _ = _run(smc_step, run_key, z0, betas, moves, mcmc_steps)
@@ -195,34 +195,40 @@ def _fit_proposal(particles: Array, weights: Array, scale: float) -> dict:
     = shared by the particles it moves): a kernel density estimate's centres [1, M, K], log-weights [1, M] and
     kernel Cholesky factor [1, K, K] of h^2 C (C the weighted covariance with a small ridge, h = scale x
     Silverman's (4 / (ESS (K + 2)))^(1 / (K + 4))), and the Gaussian with the estimate's own mean [1, K] and
-    covariance (1 + h^2) C (its Cholesky factor [1, K, K])."""
+    covariance (1 + h^2) C (its Cholesky factor [1, K, K]); each factor's inverse too."""
     k = particles.shape[1]
     mean = weights @ particles
     centred = particles - mean
     cov = (weights[:, None] * centred).T @ centred + 1e-6 * jnp.eye(k, dtype=particles.dtype)
     bandwidth = scale * (4.0 / ((k + 2) / jnp.sum(weights**2))) ** (1.0 / (k + 4))
     chol = jnp.linalg.cholesky(cov)
+    # The inverse factor, for the densities: XLA's CPU triangular solve with a matrix right-hand side inside
+    # these vmapped scans deadlocked (all threads idle; 2026-12-07, jax 0.9 on 2 cores), where an inverse did not.
+    inverse = jnp.linalg.inv(chol)
     return {"centres": particles[None], "log_weights": jnp.log(weights)[None], "chol": (bandwidth * chol)[None],
-            "mean": mean[None], "wide_chol": (jnp.sqrt(1.0 + bandwidth**2) * chol)[None]}
+            "chol_inv": (inverse / bandwidth)[None], "mean": mean[None],
+            "wide_chol": (jnp.sqrt(1.0 + bandwidth**2) * chol)[None],
+            "wide_chol_inv": (inverse / jnp.sqrt(1.0 + bandwidth**2))[None]}
 
 
-def _independent_move(key, state, logdensity_fn, centres, log_weights, chol, mean, wide_chol, *, defensive):
+def _independent_move(key, state, logdensity_fn, centres, log_weights, chol, chol_inv, mean, wide_chol, wide_chol_inv,
+                      *, defensive):
     """One independent Metropolis-Hastings move (BlackJAX's ``irmh``) of one particle toward ``logdensity_fn``,
     proposing from g = (1 - defensive) [(1/2) sum_j w_j N(centres_j, chol chol^T) + (1/2) N(mean, wide_chol
-    wide_chol^T)] + defensive N(0, I); centres [M, K], log_weights [M] = log w, mean [K], Cholesky factors [K, K]."""
+    wide_chol^T)] + defensive N(0, I); centres [M, K], log_weights [M] = log w, mean [K], lower-triangular
+    Cholesky factors and their inverses [K, K]."""
     import blackjax
-    from jax.scipy.linalg import solve_triangular
     from jax.scipy.special import logsumexp
 
     k = centres.shape[-1]
 
-    def log_normals(z, centres, chol):  # log N(z; c_j, chol chol^T) for centres [M, K], up to -K/2 log 2 pi
-        y = solve_triangular(chol, (z - centres).T, lower=True)  # [K, M]: standardized offsets
-        return -0.5 * jnp.sum(y**2, axis=0) - jnp.sum(jnp.log(jnp.diag(chol)))
+    def log_normals(z, centres, inverse):  # log N(z; c_j, L L^T) for centres [M, K], L^-1 = inverse, up to -K/2 log 2 pi
+        y = (z - centres) @ inverse.T  # [M, K]: standardized offsets
+        return -0.5 * jnp.sum(y**2, axis=1) + jnp.sum(jnp.log(jnp.abs(jnp.diag(inverse))))
 
     def log_g(z):
-        fitted = jnp.logaddexp(logsumexp(log_weights + log_normals(z, centres, chol)),
-                               log_normals(z, mean[None], wide_chol)[0]) - jnp.log(2.0)
+        fitted = jnp.logaddexp(logsumexp(log_weights + log_normals(z, centres, chol_inv)),
+                               log_normals(z, mean[None], wide_chol_inv)[0]) - jnp.log(2.0)
         return jnp.logaddexp(jnp.log1p(-defensive) + fitted,
                              jnp.log(defensive) - 0.5 * jnp.sum(z**2)) - 0.5 * k * jnp.log(2 * jnp.pi)
 
