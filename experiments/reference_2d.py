@@ -21,8 +21,9 @@ import numpy as np
 
 from common import experiment_parser, run_experiment, run_meta, write_results
 from estimators import DEFAULT as ESTIMATOR_SETTINGS, QUICK as ESTIMATOR_QUICK, train_model
-from vae_jax import data as data_lib
+from vae_jax import data as data_lib, validation
 from vae_jax.data import DataOptions
+from vae_jax.errors import ConfigError
 from vae_jax.evaluate import EvalConfig, evaluation_key, make_estimator_fns, map_in_batches, SPEC
 from vae_jax.shared_samples import grid_error_estimate
 
@@ -132,9 +133,10 @@ def main(argv=None):
     settings = dict(QUICK if args.quick else DEFAULT)
     if args.num_examples:
         settings["num_examples"] = args.num_examples
-    if not 0 <= args.prior_weight < 1:
-        p.error(f"--prior-weight must be in [0, 1), got {args.prior_weight}")
-    settings["prior_weight"] = args.prior_weight
+    try:
+        settings["prior_weight"] = validation.check_prior_weight(args.prior_weight)
+    except ConfigError as e:
+        p.error(f"--prior-weight: {e}")
     model_settings = dict(ESTIMATOR_QUICK if args.quick else ESTIMATOR_SETTINGS)
     options = DataOptions(data_dir=args.data_dir, manual_dir=args.manual_dir)
     if args.workdir == "runs/reference_2d":  # the default: share estimators.py's models

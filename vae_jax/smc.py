@@ -62,6 +62,7 @@ from jax import lax
 
 from vae_jax import validation
 from vae_jax.ais import setup_annealing, start_samples
+from vae_jax.distributions import standard_normal_log_prob
 from vae_jax.errors import ConfigError
 from vae_jax.types import Array, ArrayLike, LogLikelihoodFn, PRNGKey
 
@@ -222,15 +223,14 @@ def _independent_move(key, state, logdensity_fn, centres, log_weights, chol, cho
 
     k = centres.shape[-1]
 
-    def log_normals(z, centres, inverse):  # log N(z; c_j, L L^T) for centres [M, K], L^-1 = inverse, up to -K/2 log 2 pi
+    def log_normals(z, centres, inverse):  # log N(z; c_j, L L^T) [M] for centres [M, K], with L^-1 = inverse
         y = (z - centres) @ inverse.T  # [M, K]: standardized offsets
-        return -0.5 * jnp.sum(y**2, axis=1) + jnp.sum(jnp.log(jnp.abs(jnp.diag(inverse))))
+        return jax.vmap(standard_normal_log_prob)(y) + jnp.sum(jnp.log(jnp.abs(jnp.diag(inverse))))
 
     def log_g(z):
         fitted = jnp.logaddexp(logsumexp(log_weights + log_normals(z, centres, chol_inv)),
                                log_normals(z, mean[None], wide_chol_inv)[0]) - jnp.log(2.0)
-        return jnp.logaddexp(jnp.log1p(-defensive) + fitted,
-                             jnp.log(defensive) - 0.5 * jnp.sum(z**2)) - 0.5 * k * jnp.log(2 * jnp.pi)
+        return jnp.logaddexp(jnp.log1p(-defensive) + fitted, jnp.log(defensive) + standard_normal_log_prob(z))
 
     def propose(key):
         pick, which, half, kernel_key, wide_key = jax.random.split(key, 5)
