@@ -69,7 +69,8 @@ def markdown(results: list[dict], settings: dict) -> str:
               f"{settings['smc_temperatures']} temperatures, one HMC move of 10 leapfrog steps per temperature; "
               f"smc_independent: {settings['independent_particles']} particles x {settings['smc_temperatures']} "
               f"temperatures x {settings['independent_moves']} independent Metropolis-Hastings moves (one likelihood "
-              "value each, no gradient) from a pilot's kernel density estimate; start q_defensive: "
+              "value each, no gradient) from pilots' kernel density estimates (from a q start, the start's path and "
+              "the prior's); start q_defensive: "
               f"{1 - settings['prior_weight']:g} q + {settings['prior_weight']:g} p(z) "
               "(cost: particle-moves per image). In 2-D the truth is grid quadrature on a "
               f"{settings['grid_points']}^2 grid (its refinement bound in the JSON); above 2-D there is no truth, and "
@@ -120,7 +121,7 @@ def main(argv=None):
     p.add_argument("--latent-dims", default="2", help="comma-separated latent dimensions (models of estimators.py)")
     p.add_argument("--num-examples", type=int, help="the first N test images (default: 100; 8 with --quick)")
     p.add_argument("--methods", default="ais,smc", help=f"comma-separated, of {','.join(METHODS)} (smc_independent: "
-                   "SMC with independent moves from a pilot's kernel density estimate)")
+                   "SMC with independent moves from pilots' kernel density estimates)")
     p.add_argument("--starts", default="prior,q", help=f"comma-separated, of {','.join(STARTS)} (q_defensive: the "
                    "mixture (1 - d) q + d p(z), d = --prior-weight)")
     p.add_argument("--prior-weight", type=float, default=DEFAULT["prior_weight"],

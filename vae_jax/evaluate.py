@@ -267,7 +267,8 @@ class EvalConfig:
     smc_temperatures: int = option(200, "SMC: temperatures of the sigmoid schedule (resampling and --smc-moves "
                                    "moves at each)", positive=True)
     smc_kernel: str = option("hmc", "SMC: the moves, local HMC, or independent Metropolis-Hastings proposals fitted "
-                             "to a pilot run's particles (cross between modes; for low latent dimensions)",
+                             "to pilot runs' particles, from the start's path and, with --ais-start q, the "
+                             "prior's too (cross between modes; for low latent dimensions)",
                              choices=("hmc", "independent"))
     smc_moves: int = option(1, "SMC: moves per particle at each temperature", positive=True)
     refine_steps: int = option(100, "Adam steps refining each example's q (importance_refined); with "

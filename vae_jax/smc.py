@@ -31,11 +31,15 @@ The SMC step is BlackJAX's (``blackjax.smc.tempered.build_kernel``); the schedul
   cover the space poorly; with half of each, a point's importance weight f / g under the proposal is at most
   2 / (1 - d) times its weight under either half alone. The pilot's fits are frozen before the counted
   run, so the run's moves leave each tempered distribution invariant and its estimate keeps its
-  unbiasedness, as AIS's frozen step sizes do. A proposal that covers the whole tempered distribution moves a
-  particle anywhere in one step, between modes included, so the particles decorrelate far faster than under
-  local HMC moves; each move costs one likelihood value (no gradient). It suits low latent dimensions (the
-  proposal's acceptance falls as K grows). Cost per example: T x (mcmc_steps + 1) x (N + pilot_particles)
-  likelihood values, plus the proposal's density, O(pilot_particles K^2) per move. On the 2-D model of
+  unbiasedness, as AIS's frozen step sizes do. With a start other than the prior (``prior_pilot``, the
+  default), a second pilot runs along the prior's path, and the proposal draws from either pilot's fit with
+  probability 1/2: a mode the start's path reaches only late (far from q, in the prior's tail) is in the
+  prior pilot's particles, so the proposal covers it at every temperature. A proposal that covers the whole
+  tempered distribution moves a particle anywhere in one step, between modes included, so the particles
+  decorrelate far faster than under local HMC moves; each move costs one likelihood value (no gradient). It suits
+  low latent dimensions (the proposal's acceptance falls as K grows). Cost per example: T x (mcmc_steps + 1)
+  x (N + P x pilot_particles) likelihood values, plus the proposal's density, O(P x pilot_particles K^2) per move, with
+  P = 2 pilots from a start other than the prior (1 without ``prior_pilot``). On the 2-D model of
   ``experiments/estimators.py`` (one image, 8 runs of 256 particles x 250 temperatures, a proposal of the kernel
   density estimate alone), 5 moves per temperature brought the variance of the estimate over runs down to
   that of perfectly mixing moves (the sum of the per-temperature variances); 2 moves left it 9 times larger.
@@ -61,7 +65,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from vae_jax import validation
-from vae_jax.ais import setup_annealing, start_samples
+from vae_jax.ais import annealing_path, setup_annealing, start_samples
 from vae_jax.distributions import standard_normal_log_prob
 from vae_jax.errors import ConfigError
 from vae_jax.types import Array, ArrayLike, LogLikelihoodFn, PRNGKey
@@ -105,6 +109,7 @@ def smc_log_marginal(
     proposal_scale: float = 1.0,
     defensive: float = 0.1,
     prior_weight: float = 0.0,
+    prior_pilot: bool = True,
 ) -> SMCRecord:
     """Tempered SMC: a stochastic lower bound on log p(x) for one example x [D].
 
@@ -126,6 +131,8 @@ def smc_log_marginal(
       proposal_scale: the kernel density estimate's bandwidth over Silverman's.
       defensive: d, the weight of N(0, I) in the proposal, so that its tails are never lighter than the prior's.
       prior_weight: with ``start`` q's, start from (1 - prior_weight) q + prior_weight p(z).
+      prior_pilot: with a ``start`` and ``kernel="independent"``, a second pilot along the prior's path adds
+        its fit to the proposal (see the module docstring); ignored otherwise.
 
     Returns:
       :class:`SMCRecord`. jit with ``log_likelihood`` and the counts static; vmap over (key, x[, start]).
@@ -157,13 +164,18 @@ def smc_log_marginal(
     else:
         validation.check_positive_int("pilot_particles", pilot_particles)
         independent = functools.partial(_independent_move, defensive=defensive)
-        smc_step = tempered.build_kernel(path.log_start, path.log_ratio, independent, blackjax.rmh.init,
-                                         resampling.systematic)
+        build = lambda p: tempered.build_kernel(p.log_start, p.log_ratio, independent, blackjax.rmh.init,
+                                                resampling.systematic)
+        smc_step = build(path)
         fit = lambda state, t: _fit_proposal(state.particles, state.weights, proposal_scale)
         pilot_key, run_key = jax.random.split(run_key)
-        pilot = _run(smc_step, pilot_key, draw(jax.random.fold_in(start_key, 1), num_chains=pilot_particles),
-                     betas, fit, mcmc_steps)
-        fitted = pilot[-1]  # frozen: each [T, 1, ...]
+        pilots = [(path, draw)]  # (path, draw): each pilot's path and start
+        if start is not None and prior_pilot:  # the prior's path too: it reaches every mode from b = 0
+            pilots.append((annealing_path(log_likelihood, x, None), functools.partial(draw, path_start=None)))
+        fits = [_run(build(p), jax.random.fold_in(pilot_key, i) if i else pilot_key,
+                     d(jax.random.fold_in(start_key, 1 + i), num_chains=pilot_particles), betas, fit, mcmc_steps)[-1]
+                for i, (p, d) in enumerate(pilots)]
+        fitted = _pool(fits)  # frozen: each [T, 1, C, ...]
         moves = lambda state, t: {name: value[t] for name, value in fitted.items()}
     z0 = draw(start_key, num_chains=num_particles)
     increments, ess, acceptance, _ = _run(smc_step, run_key, z0, betas, moves, mcmc_steps)
@@ -192,11 +204,11 @@ def _run(smc_step, key, z0, betas, moves, mcmc_steps):
 
 
 def _fit_proposal(particles: Array, weights: Array, scale: float) -> dict:
-    """The independent proposal's parameters from weighted particles [M, K], weights [M] summing to 1 (leading 1
-    = shared by the particles it moves): a kernel density estimate's centres [1, M, K], log-weights [1, M] and
-    kernel Cholesky factor [1, K, K] of h^2 C (C the weighted covariance with a small ridge, h = scale x
-    Silverman's (4 / (ESS (K + 2)))^(1 / (K + 4))), and the Gaussian with the estimate's own mean [1, K] and
-    covariance (1 + h^2) C (its Cholesky factor [1, K, K]); each factor's inverse too."""
+    """One pilot's proposal parameters from its weighted particles [M, K], weights [M] summing to 1, each with
+    leading axes [1, 1] (shared by the particles it moves; one component): a kernel density estimate's centres
+    [M, K], log-weights [M] and kernel Cholesky factor [K, K] of h^2 C (C the weighted covariance with a small
+    ridge, h = scale x Silverman's (4 / (ESS (K + 2)))^(1 / (K + 4))), and the Gaussian with the estimate's own
+    mean [K] and covariance (1 + h^2) C (its Cholesky factor [K, K]); each factor's inverse too."""
     k = particles.shape[1]
     mean = weights @ particles
     centred = particles - mean
@@ -206,39 +218,59 @@ def _fit_proposal(particles: Array, weights: Array, scale: float) -> dict:
     # The inverse factor, for the densities: XLA's CPU triangular solve with a matrix right-hand side inside
     # these vmapped scans deadlocked (all threads idle; 2026-12-07, jax 0.9 on 2 cores), where an inverse did not.
     inverse = jnp.linalg.inv(chol)
-    return {"centres": particles[None], "log_weights": jnp.log(weights)[None], "chol": (bandwidth * chol)[None],
-            "chol_inv": (inverse / bandwidth)[None], "mean": mean[None],
-            "wide_chol": (jnp.sqrt(1.0 + bandwidth**2) * chol)[None],
-            "wide_chol_inv": (inverse / jnp.sqrt(1.0 + bandwidth**2))[None]}
+    fields = {"centres": particles, "log_weights": jnp.log(weights), "chol": bandwidth * chol,
+              "chol_inv": inverse / bandwidth, "mean": mean, "wide_chol": jnp.sqrt(1.0 + bandwidth**2) * chol,
+              "wide_chol_inv": inverse / jnp.sqrt(1.0 + bandwidth**2)}
+    return {name: value[None, None] for name, value in fields.items()}
 
 
-def _independent_move(key, state, logdensity_fn, centres, log_weights, chol, chol_inv, mean, wide_chol, wide_chol_inv,
-                      *, defensive):
-    """One independent Metropolis-Hastings move (BlackJAX's ``irmh``) of one particle toward ``logdensity_fn``,
-    proposing from g = (1 - defensive) [(1/2) sum_j w_j N(centres_j, chol chol^T) + (1/2) N(mean, wide_chol
-    wide_chol^T)] + defensive N(0, I); centres [M, K], log_weights [M] = log w, mean [K], lower-triangular
-    Cholesky factors and their inverses [K, K]."""
-    import blackjax
+def _pool(fits: list[dict]) -> dict:
+    """The C pilots' fits [T, 1, 1, ...] as one proposal [T, 1, C, ...] that draws each component with
+    probability 1/C (the log-weights of each kernel density estimate shifted by -log C)."""
+    pooled = {name: jnp.concatenate([fit[name] for fit in fits], axis=2) for name in fits[0]}
+    pooled["log_weights"] = pooled["log_weights"] - jnp.log(len(fits))
+    return pooled
+
+
+def _proposal(centres, log_weights, chol, chol_inv, mean, wide_chol, wide_chol_inv, *, defensive):
+    """The independent proposal g = (1 - defensive) (1/C) sum_c [(1/2) sum_j w_cj N(centres_cj, chol_c chol_c^T)
+    + (1/2) N(mean_c, wide_chol_c wide_chol_c^T)] + defensive N(0, I) over C pilots' fits (:func:`_pool`):
+    centres [C, M, K], log_weights [C, M] = log (w_cj / C), mean [C, K], lower-triangular Cholesky factors and
+    their inverses [C, K, K]. Returns (draw: key -> z [K], log_density: z [K] -> log g(z))."""
     from jax.scipy.special import logsumexp
 
-    k = centres.shape[-1]
+    num_fits, m, k = centres.shape
 
     def log_normals(z, centres, inverse):  # log N(z; c_j, L L^T) [M] for centres [M, K], with L^-1 = inverse
         y = (z - centres) @ inverse.T  # [M, K]: standardized offsets
         return jax.vmap(standard_normal_log_prob)(y) + jnp.sum(jnp.log(jnp.abs(jnp.diag(inverse))))
 
-    def log_g(z):
-        fitted = jnp.logaddexp(logsumexp(log_weights + log_normals(z, centres, chol_inv)),
-                               log_normals(z, mean[None], wide_chol_inv)[0]) - jnp.log(2.0)
+    each_fit = jax.vmap(log_normals, in_axes=(None, 0, 0))  # over the C fits
+
+    def log_density(z):
+        kde = logsumexp(log_weights + each_fit(z, centres, chol_inv))
+        gaussian = logsumexp(each_fit(z, mean[:, None], wide_chol_inv)) - jnp.log(num_fits)
+        fitted = jnp.logaddexp(kde, gaussian) - jnp.log(2.0)
         return jnp.logaddexp(jnp.log1p(-defensive) + fitted, jnp.log(defensive) + standard_normal_log_prob(z))
 
-    def propose(key):
+    def draw(key):
         pick, which, half, kernel_key, wide_key = jax.random.split(key, 5)
         eps = jax.random.normal(kernel_key, (k,), centres.dtype)
-        kde = centres[jax.random.categorical(which, log_weights)] + chol @ eps
-        fitted = jnp.where(jax.random.uniform(half) < 0.5, kde, mean + wide_chol @ eps)
+        c, j = jnp.divmod(jax.random.categorical(which, log_weights.reshape(-1)), m)
+        kde = centres[c, j] + chol[c] @ eps
+        g = jax.random.randint(jax.random.fold_in(key, 1), (), 0, num_fits)  # its own stream: C = 1 draws as before
+        fitted = jnp.where(jax.random.uniform(half) < 0.5, kde, mean[g] + wide_chol[g] @ eps)
         return jnp.where(jax.random.uniform(pick) < defensive, jax.random.normal(wide_key, (k,), centres.dtype),
                          fitted)
 
+    return draw, log_density
+
+
+def _independent_move(key, state, logdensity_fn, *, defensive, **fit):
+    """One independent Metropolis-Hastings move (BlackJAX's ``irmh``) of one particle toward ``logdensity_fn``,
+    proposing from :func:`_proposal` with the fitted parameters ``fit``."""
+    import blackjax
+
+    draw, log_g = _proposal(**fit, defensive=defensive)
     # irmh's proposal_logdensity_fn(new, prev) is the log density of proposing prev: g(prev) for an independent one.
-    return blackjax.irmh.build_kernel()(key, state, logdensity_fn, propose, lambda new, prev: log_g(prev.position))
+    return blackjax.irmh.build_kernel()(key, state, logdensity_fn, draw, lambda new, prev: log_g(prev.position))
