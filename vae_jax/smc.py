@@ -38,8 +38,8 @@ The SMC step is BlackJAX's (``blackjax.smc.tempered.build_kernel``); the schedul
   tempered distribution moves a particle anywhere in one step, between modes included, so the particles
   decorrelate far faster than under local HMC moves; each move costs one likelihood value (no gradient). It suits
   low latent dimensions (the proposal's acceptance falls as K grows). Cost per example: T x (mcmc_steps + 1)
-  x (N + P x pilot_particles) likelihood values, plus the proposal's density, O(P x pilot_particles K^2) per move, with
-  P = 2 pilots from a start other than the prior (1 without ``prior_pilot``). On the 2-D model of
+  x (N + P x pilot_particles) likelihood values, plus the proposal's density, O(P x pilot_particles K^2) per
+  move, with P = 2 pilots from a start other than the prior (1 without ``prior_pilot``). On the 2-D model of
   ``experiments/estimators.py`` (one image, 8 runs of 256 particles x 250 temperatures, a proposal of the kernel
   density estimate alone), 5 moves per temperature brought the variance of the estimate over runs down to
   that of perfectly mixing moves (the sum of the per-temperature variances); 2 moves left it 9 times larger.
@@ -172,6 +172,7 @@ def smc_log_marginal(
         pilots = [(path, draw)]  # (path, draw): each pilot's path and start
         if start is not None and prior_pilot:  # the prior's path too: it reaches every mode from b = 0
             pilots.append((annealing_path(log_likelihood, x, None), functools.partial(draw, path_start=None)))
+        # The first pilot keeps the one-pilot code's key, so a run from the prior draws as before.
         fits = [_run(build(p), jax.random.fold_in(pilot_key, i) if i else pilot_key,
                      d(jax.random.fold_in(start_key, 1 + i), num_chains=pilot_particles), betas, fit, mcmc_steps)[-1]
                 for i, (p, d) in enumerate(pilots)]
