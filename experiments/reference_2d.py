@@ -31,9 +31,11 @@ WITHIN = 0.1  # nats: the goal's tolerance per image
 # The truth's grid: on the 2-D model's 100 reference images a 400^2 grid was up to 0.099 nats off the 1600^2 one
 # (image 36); on the three images it moved most, 3200^2 and the square [-8, 8]^2 change the 1600^2 values by < 1e-4.
 DEFAULT = dict(num_examples=100, ais_chains=16, ais_temperatures=1000, smc_particles=64, smc_temperatures=250,
-               grid_points=1600, independent_particles=256, independent_moves=5, prior_weight=0.1)
+               grid_points=1600, independent_particles=256, independent_moves=5, prior_weight=0.1,
+               independent_schedule="sigmoid")
 QUICK = dict(num_examples=8, ais_chains=4, ais_temperatures=50, smc_particles=16, smc_temperatures=20,
-             grid_points=100, independent_particles=16, independent_moves=2, prior_weight=0.1)
+             grid_points=100, independent_particles=16, independent_moves=2, prior_weight=0.1,
+             independent_schedule="sigmoid")
 METHODS = ("ais", "smc", "smc_independent")  # smc: HMC moves; smc_independent: SMC's independent kernel
 STARTS = ("prior", "q", "q_defensive")  # q_defensive: (1 - d) q + d p(z), d = prior_weight
 
@@ -68,9 +70,9 @@ def markdown(results: list[dict], settings: dict) -> str:
               f"{settings['ais_temperatures']} temperatures, SMC {settings['smc_particles']} particles x "
               f"{settings['smc_temperatures']} temperatures, one HMC move of 10 leapfrog steps per temperature; "
               f"smc_independent: {settings['independent_particles']} particles x {settings['smc_temperatures']} "
-              f"temperatures x {settings['independent_moves']} independent Metropolis-Hastings moves (one likelihood "
-              "value each, no gradient) from pilots' kernel density estimates (from a q start, the start's path and "
-              "the prior's); start q_defensive: "
+              f"temperatures ({settings['independent_schedule']} schedule) x {settings['independent_moves']} "
+              "independent Metropolis-Hastings moves (one likelihood value each, no gradient) from pilots' kernel "
+              "density estimates (from a q start, the prior's path and the start's); start q_defensive: "
               f"{1 - settings['prior_weight']:g} q + {settings['prior_weight']:g} p(z) "
               "(cost: particle-moves per image). In 2-D the truth is grid quadrature on a "
               f"{settings['grid_points']}^2 grid (its refinement bound in the JSON); above 2-D there is no truth, and "
@@ -86,6 +88,7 @@ def method_config(method: str, start: str, settings: dict) -> tuple[str, EvalCon
                         smc_particles=settings["independent_particles" if independent else "smc_particles"],
                         smc_temperatures=settings["smc_temperatures"], smc_kernel="independent" if independent else "hmc",
                         smc_moves=settings["independent_moves"] if independent else 1,
+                        smc_schedule=settings["independent_schedule"] if independent else "sigmoid",
                         ais_start="prior" if start == "prior" else "q",
                         start_prior_weight=settings["prior_weight"] if start == "q_defensive" else 0.0)
     if method == "ais":
@@ -126,6 +129,9 @@ def main(argv=None):
                    "mixture (1 - d) q + d p(z), d = --prior-weight)")
     p.add_argument("--prior-weight", type=float, default=DEFAULT["prior_weight"],
                    help="d, the prior's share of the q_defensive start (0 <= d < 1)")
+    p.add_argument("--schedule", choices=("sigmoid", "adaptive"), default=DEFAULT["independent_schedule"],
+                   help="smc_independent's temperatures: AIS's sigmoid schedule, or spread by the path's "
+                   "thermodynamic length as the pilots' proposals estimate it (evaluate --smc-schedule)")
     args = p.parse_args(argv)
     methods, starts = tuple(args.methods.split(",")), tuple(args.starts.split(","))
     for given, known, what in ((methods, METHODS, "--methods"), (starts, STARTS, "--starts")):
@@ -134,6 +140,7 @@ def main(argv=None):
     settings = dict(QUICK if args.quick else DEFAULT)
     if args.num_examples:
         settings["num_examples"] = args.num_examples
+    settings["independent_schedule"] = args.schedule
     try:
         settings["prior_weight"] = validation.check_prior_weight(args.prior_weight)
     except ConfigError as e:

@@ -103,13 +103,17 @@ def test_estimator_comparison_quick(shared_data, data_dir, tmp_path, monkeypatch
         assert len(m["per_example"]) == 6 and m["error"]["num_examples"] == 6  # --num-examples
         assert abs(m["error"]["mean"] - (m["mean"] - ref["quadrature"]["mean"])) < 1e-4
     assert "| 2 | smc | q |" in (tmp_path / "ref" / "reference_2d.md").read_text()
-    # SMC's independent kernel from the defensive start, on the same images; an unknown method is refused.
+    # SMC's independent kernel from the defensive start with the adaptive schedule, on the same images; an unknown
+    # method is refused.
     reference_2d.main(["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir), "--num-examples", "6",
                        "--workdir", str(tmp_path / "runs"), "--output", str(tmp_path / "ref_independent"),
-                       "--methods", "smc_independent", "--starts", "q_defensive", "--prior-weight", "0.2"])
+                       "--methods", "smc_independent", "--starts", "q_defensive", "--prior-weight", "0.2",
+                       "--schedule", "adaptive"])
     written = json.loads((tmp_path / "ref_independent" / "reference_2d.json").read_text())
     independent = written["results"][0]
     assert written["meta"]["settings"]["prior_weight"] == 0.2
+    assert written["meta"]["settings"]["independent_schedule"] == "adaptive"
+    assert "(adaptive schedule)" in (tmp_path / "ref_independent" / "reference_2d.md").read_text()
     assert [(m["method"], m["start"]) for m in independent["methods"]] == [("smc_independent", "q_defensive")]
     assert independent["quadrature"] == ref["quadrature"]
     m = independent["methods"][0]

@@ -169,7 +169,8 @@ def _build_smc(vae: VAE, config: "EvalConfig", chunk: int, key, on_chunk=None) -
     def one(params, key, x):
         record = smc_log_marginal(key, vae.likelihood_fn(params), x, vae.config.latent_dim, config.smc_particles,
                                   config.smc_temperatures, start=_ais_start(vae, config, params, x),
-                                  kernel=config.smc_kernel, mcmc_steps=config.smc_moves, **_ais_options(config))
+                                  kernel=config.smc_kernel, mcmc_steps=config.smc_moves,
+                                  schedule=config.smc_schedule, **_ais_options(config))
         return {"value": record.log_marginal, "ess_min": record.ess_min, "acceptance": record.acceptance}
 
     return _per_example(one)
@@ -271,6 +272,10 @@ class EvalConfig:
                              "prior's too (cross between modes; for low latent dimensions)",
                              choices=("hmc", "independent"))
     smc_moves: int = option(1, "SMC: moves per particle at each temperature", positive=True)
+    smc_schedule: str = option("sigmoid", "SMC: the counted run's temperatures, AIS's sigmoid schedule, or (with "
+                               "--smc-kernel independent) spread by the path's thermodynamic length as the pilots' "
+                               "proposals estimate it (for a start whose path changes fast mid-way, e.g. q alone)",
+                               choices=("sigmoid", "adaptive"))
     refine_steps: int = option(100, "Adam steps refining each example's q (importance_refined); with "
                                "--refine-patience, the most it may take", positive=True)
     refine_patience: int | None = option(None, "refine each q until the mean -ELBO of a window of 100 Adam steps "
@@ -293,6 +298,9 @@ class EvalConfig:
         if not names:
             raise ConfigError(f"no estimator given; choose one or more of {','.join(ESTIMATORS)}.")
         validate_fields(self)
+        if self.smc_schedule == "adaptive" and self.smc_kernel != "independent":
+            raise ConfigError("--smc-schedule adaptive needs --smc-kernel independent: the schedule is estimated "
+                              "from that kernel's pilot proposals.")
 
 
 def evaluation_key(seed: int) -> PRNGKey:
@@ -468,7 +476,8 @@ def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config:
         if name == "smc":
             result[name].update(num_particles=config.smc_particles, num_temperatures=config.smc_temperatures,
                                 leapfrog_steps=config.leapfrog_steps, start=config.ais_start, kernel=config.smc_kernel,
-                                moves=config.smc_moves, start_prior_weight=_ais_options(config)["prior_weight"])
+                                moves=config.smc_moves, schedule=config.smc_schedule,
+                                start_prior_weight=_ais_options(config)["prior_weight"])
         per_example[name] = values
         if keep_values:
             result[name]["per_example"] = np.asarray(values["value"]).tolist()
