@@ -132,6 +132,9 @@ def main(argv=None):
     p.add_argument("--schedule", choices=("sigmoid", "adaptive"), default=DEFAULT["independent_schedule"],
                    help="smc_independent's temperatures: AIS's sigmoid schedule, or spread by the path's "
                    "thermodynamic length as the pilots' proposals estimate it (evaluate --smc-schedule)")
+    p.add_argument("--independent-particles", type=int,
+                   help=f"smc_independent's particles N (default: {DEFAULT['independent_particles']}; "
+                   f"{QUICK['independent_particles']} with --quick)")
     args = p.parse_args(argv)
     methods, starts = tuple(args.methods.split(",")), tuple(args.starts.split(","))
     for given, known, what in ((methods, METHODS, "--methods"), (starts, STARTS, "--starts")):
@@ -141,6 +144,10 @@ def main(argv=None):
     if args.num_examples:
         settings["num_examples"] = args.num_examples
     settings["independent_schedule"] = args.schedule
+    if args.independent_particles is not None:
+        if args.independent_particles < 1:
+            p.error(f"--independent-particles must be a positive count, not {args.independent_particles}")
+        settings["independent_particles"] = args.independent_particles
     try:
         settings["prior_weight"] = validation.check_prior_weight(args.prior_weight)
     except ConfigError as e:
