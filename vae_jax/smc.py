@@ -52,7 +52,12 @@ mixture (1 - d) q + d p(z) (:func:`vae_jax.ais.annealing_path`), whose path carr
 b = 0. On the 2-D grid of ``experiments/reference_2d.py`` (8 images, 4 of them among those where q misses a mode
 by 22-76 nats), the path's thermodynamic length (the integral over b of the standard deviation of its log-ratio
 term) was 3.2-6.8 from (0.9 q + 0.1 p(z)), 5.8-6.8 from the prior and up to 19 from q alone; with perfectly mixing
-moves the variance of the estimate grows with it.
+moves the variance of the estimate grows with it. From a narrow q alone the path can also jump: the mass of
+f_b moves within a few hundredths of b from q's mode to a mode of f_b between q's mean and the posterior's,
+which neither pilot's particles cover (image 72 there: 0.04 of the mass at b = 0.55, 0.98 at b = 0.6), and the
+independent kernel's estimate is then off by 0.4 nats or more from run to run; from the defensive mixture the
+path contains the prior path's own distributions, which the prior's pilot follows
+(``experiments/results/reference_2d_independent_prior/NOTES.md``).
 
 Noise. With moves that mix perfectly the variance of the estimate is about (1/N) sum_t Var_{f_{b_t}}(log f_{b_t+1}
 - log f_{b_t}): the schedule and N set it; moves that decorrelate slowly multiply it by roughly the number of
