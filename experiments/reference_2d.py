@@ -144,14 +144,16 @@ def main(argv=None):
     if args.num_examples:
         settings["num_examples"] = args.num_examples
     settings["independent_schedule"] = args.schedule
-    if args.independent_particles is not None:
-        if args.independent_particles < 1:
-            p.error(f"--independent-particles must be a positive count, not {args.independent_particles}")
-        settings["independent_particles"] = args.independent_particles
     try:
         settings["prior_weight"] = validation.check_prior_weight(args.prior_weight)
     except ConfigError as e:
         p.error(f"--prior-weight: {e}")
+    if args.independent_particles is not None:
+        try:
+            settings["independent_particles"] = validation.check_positive_int("--independent-particles",
+                                                                              args.independent_particles)
+        except ConfigError as e:
+            p.error(str(e))
     model_settings = dict(ESTIMATOR_QUICK if args.quick else ESTIMATOR_SETTINGS)
     options = DataOptions(data_dir=args.data_dir, manual_dir=args.manual_dir)
     if args.workdir == "runs/reference_2d":  # the default: share estimators.py's models

@@ -173,7 +173,7 @@ def test_the_pooled_proposal_density_is_the_density_of_its_draws():
     second = jnp.array([-3.0, 1.0]) + 0.5 * jax.random.normal(keys[1], (64, 2))
     uneven = jax.nn.softmax(jnp.linspace(0.0, 2.0, 64))
     fits = [_fit_proposal(z, w, 1.0) for z, w in ((first, jnp.full(64, 1 / 64)), (second, uneven))]
-    pooled = {name: value[0, 0] for name, value in _pool([jax.tree.map(lambda v: v[None], f) for f in fits]).items()}
+    pooled = {name: value[0] for name, value in _pool(fits).items()}
     draw, log_g = _proposal(**pooled, defensive=0.1)
     z = jax.vmap(draw)(jax.random.split(keys[2], 40_000))
     log_gz = jax.vmap(log_g)(z)

@@ -204,7 +204,7 @@ def smc_log_marginal(
             # The start's pilot proposes from its own fit pooled with the prior pilot's, so it follows its path
             # into modes only the prior's pilot found, and its fits describe them as its path weighs them.
             own_fit = fit
-            fit = lambda state, t: _pool([own_fit(state, t), jax.tree.map(lambda v: v[t], prior_fits)], axis=1)
+            fit = lambda state, t: _pool([own_fit(state, t), jax.tree.map(lambda v: v[t], prior_fits)])
             pilots = 2
         # The first pilot keeps the one-pilot code's key, so a run from the prior draws as before.
         fitted = _run(build(path), pilot_key, pilot_draw(0, start), betas, fit, mcmc_steps)[-1]  # frozen [T, 1, C, ...]
@@ -279,11 +279,8 @@ def _log_ratio_sds(key, path, betas, fitted, num_draws, *, defensive):
         weights = jax.nn.softmax(jax.vmap(path.log_start)(z) + beta * ratio - jax.vmap(log_g)(z))
         return jnp.sqrt(weights @ (ratio - weights @ ratio) ** 2)
 
-    num_steps = betas.shape[0] - 1
-    last = jax.tree.map(lambda value: value[-1], fitted)
-    keys = jax.random.split(key, num_steps + 1)
-    sd = lax.map(lambda a: one(*a), (keys[:-1], betas[:-1], fitted))
-    return jnp.concatenate([sd, one(keys[-1], betas[-1], last)[None]])
+    serving = jax.tree.map(lambda value: jnp.concatenate([value, value[-1:]]), fitted)  # [T + 1, 1, C, ...]
+    return lax.map(lambda a: one(*a), (jax.random.split(key, betas.shape[0]), betas, serving))
 
 
 def _fit_proposal(particles: Array, weights: Array, scale: float) -> dict:
@@ -307,11 +304,10 @@ def _fit_proposal(particles: Array, weights: Array, scale: float) -> dict:
     return {name: value[None, None] for name, value in fields.items()}
 
 
-def _pool(fits: list[dict], axis: int = 2) -> dict:
-    """The C fits ([T, 1, 1, ...] with ``axis`` 2, or one temperature's [1, 1, ...] with ``axis`` 1) as one
-    proposal ([T, 1, C, ...] or [1, C, ...]) that draws each component with probability 1/C (the log-weights of
-    each kernel density estimate shifted by -log C)."""
-    pooled = {name: jnp.concatenate([fit[name] for fit in fits], axis=axis) for name in fits[0]}
+def _pool(fits: list[dict]) -> dict:
+    """C fits of one temperature ([1, 1, ...] each, :func:`_fit_proposal`) as one proposal [1, C, ...] that draws
+    each component with probability 1/C (the log-weights of each kernel density estimate shifted by -log C)."""
+    pooled = {name: jnp.concatenate([fit[name] for fit in fits], axis=1) for name in fits[0]}
     pooled["log_weights"] = pooled["log_weights"] - jnp.log(len(fits))
     return pooled
 
