@@ -125,15 +125,18 @@ def test_independent_moves_match_the_exact_log_marginal_of_a_linear_gaussian_mod
     assert np.all(records.acceptance > 0.17)
 
 
-def test_independent_moves_recover_the_mode_a_start_misses():
+@pytest.mark.parametrize("prior_pilot", [False, True])
+def test_independent_moves_recover_the_mode_a_start_misses(prior_pilot):
     """Where local HMC moves from a q on one mode lose the other mode's mass (log 0.8 low, the test above),
     independent moves whose proposal mixes the start's pilot's fit with N(0, I) jump between the modes: SMC from
-    the same start then averages to the exact log p(x), without the prior's pilot. 256 particles, 2 moves per
+    the same start then averages to the exact log p(x), without the prior's pilot; and with it (the default),
+    whose proposals from q alone add the prior pilot's fit, its tilt toward q and the fit LOOKAHEAD further on
+    the path, frozen before the counted run as every fit is. 256 particles, pilots of 64, 2 moves per
     temperature."""
     log_likelihood, exact, start = _two_modes()
     estimates, _ = _repeated(lambda k: vj.smc_log_marginal(k, log_likelihood, jnp.zeros(1), 2, 256, 100, start=start,
-                                                           kernel="independent", mcmc_steps=2, prior_pilot=False),
-                             16)
+                                                           kernel="independent", mcmc_steps=2,
+                                                           prior_pilot=prior_pilot, pilot_particles=64), 16)
     _within_monte_carlo_error(estimates, exact)
     assert abs(np.mean(estimates) - (exact + np.log(0.8))) > 0.15  # not the one-mode answer
 
@@ -250,3 +253,38 @@ def test_the_adaptive_schedule_needs_the_independent_kernel():
             vj.smc_log_marginal(jax.random.key(0), lambda x, z: -jnp.sum(z**2), jnp.zeros(1), 2, 8, 10, **bad)
     with pytest.raises(ConfigError, match="needs --smc-kernel independent"):
         EvalConfig(estimators=("smc",), smc_schedule="adaptive")
+
+
+def test_the_tilted_fit_is_the_start_paths_density_when_the_prior_paths_is_gaussian():
+    """With p(x|z) = N(x; z, sigma^2 I) the prior's path is Gaussian at every b, N(m_b, v_b I), v_b = 1 / (1 +
+    b / sigma^2), m_b = v_b b x / sigma^2; the path from q = N(m_q, diag s_q^2) then has, by completing the square
+    of (1 - b) log q + b log p(z) + b log p(x|z), precision (1 - b) / s_q^2 + b (1 + 1 / sigma^2) and linear term
+    (1 - b) m_q / s_q^2 + b x / sigma^2. _tilted_fit, given the prior path's exact Gaussian, returns that
+    Gaussian (its covariance spread by TILT_WIDTH) to float32 precision. A q wider than the prior in a direction
+    is not tilted there: the fit keeps the prior path's mean and variance in it."""
+    from vae_jax.smc import TILT_WIDTH, _tilted_fit
+
+    sigma, x, m = 0.5, jnp.array([1.5, -0.5]), 16
+    q_mean, q_log_var = jnp.array([-1.0, 2.0]), jnp.log(jnp.array([0.01, 0.04]))
+
+    def prior_fit(beta):
+        v = 1.0 / (1.0 + beta / sigma**2)
+        mean = v * beta / sigma**2 * x
+        return {"mean": mean[None, None], "wide_chol_inv": (jnp.eye(2) / jnp.sqrt(v))[None, None],
+                "centres": jnp.zeros((1, 1, m, 2))}
+
+    for beta in (0.0, 0.3, 0.9):
+        fit = {name: value[0, 0] for name, value in _tilted_fit(prior_fit(beta), beta, q_mean, q_log_var).items()}
+        precision = (1 - beta) / jnp.exp(q_log_var) + beta * (1 + 1 / sigma**2)
+        mean = ((1 - beta) * q_mean / jnp.exp(q_log_var) + beta * x / sigma**2) / precision
+        np.testing.assert_allclose(fit["mean"], mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(fit["centres"], np.broadcast_to(mean, (m, 2)), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(fit["chol"] @ fit["chol"].T / TILT_WIDTH**2, np.diag(1 / precision), rtol=1e-5)
+        np.testing.assert_allclose(fit["wide_chol"] @ fit["wide_chol_inv"], np.eye(2), atol=1e-5)
+        np.testing.assert_allclose(np.exp(fit["log_weights"]).sum(), 1.0, rtol=1e-6)
+
+    wide_q = jnp.log(jnp.array([0.01, 4.0]))  # wider than the prior along the second axis
+    fit = {name: value[0, 0] for name, value in _tilted_fit(prior_fit(0.3), 0.3, q_mean, wide_q).items()}
+    v = 1.0 / (1.0 + 0.3 / sigma**2)
+    assert abs(float(fit["mean"][1]) - float(v * 0.3 / sigma**2 * x[1])) < 1e-6
+    assert abs(float((fit["chol"] @ fit["chol"].T)[1, 1]) / TILT_WIDTH**2 - v) < 1e-6

@@ -33,15 +33,19 @@ The SMC step is BlackJAX's (``blackjax.smc.tempered.build_kernel``); the schedul
   run, so the run's moves leave each tempered distribution invariant and its estimate keeps its
   unbiasedness, as AIS's frozen step sizes do. With a start other than the prior (``prior_pilot``, the
   default), a pilot runs first along the prior's path; the start's pilot then proposes, at each temperature,
-  from its own fit pooled with the prior pilot's fit at that temperature (each drawn with probability 1/2),
-  and the counted run uses the start pilot's pooled fits. A mode the start's path reaches only late (far from
-  q, in the prior's tail) is in the prior pilot's particles, so the start's pilot can follow its path there,
-  and the proposal covers it at every temperature. A proposal that covers the whole
+  from its own fit pooled with the prior pilot's fit at that temperature and, from q alone (``prior_weight``
+  0), that fit's tilt toward q (:func:`_tilted_fit`), each fit drawn with equal probability; the counted run
+  uses the start pilot's pooled fits. A mode the start's path reaches only late (far from q, in the prior's
+  tail) is in the prior pilot's particles; a region q's path passes through on its way there (between q and the
+  posterior, where q^(1 - b) pulls the prior path's mass) is in the tilted fit; so the start's pilot can follow
+  its path, and the proposal covers it at every temperature. (From the defensive mixture the region near the
+  prior path's mass belongs to its prior part, and there is no tilt to follow.) A proposal that covers the whole
   tempered distribution moves a particle anywhere in one step, between modes included, so the particles
   decorrelate far faster than under local HMC moves; each move costs one likelihood value (no gradient). It suits
   low latent dimensions (the proposal's acceptance falls as K grows). Cost per example: T x (mcmc_steps + 1)
-  x (N + P x pilot_particles) likelihood values, plus the proposal's density, O(P x pilot_particles K^2) per
-  move, with P = 2 pilots from a start other than the prior (1 without ``prior_pilot``). On the 2-D model of
+  x (N + P x pilot_particles) likelihood values, plus the proposal's density, O(C x pilot_particles K^2) per
+  move, with P = 2 pilots and C = 3 pooled fits from q (6 in the counted run, which adds the fit LOOKAHEAD
+  further on), C = 2 from the defensive mixture, and P = C = 1 from the prior or without ``prior_pilot``. On the 2-D model of
   ``experiments/estimators.py`` (one image, 8 runs of 256 particles x 250 temperatures, a proposal of the kernel
   density estimate alone), 5 moves per temperature brought the variance of the estimate over runs down to
   that of perfectly mixing moves (the sum of the per-temperature variances); 2 moves left it 9 times larger.
@@ -55,8 +59,14 @@ term) was 3.2-6.8 from (0.9 q + 0.1 p(z)), 5.8-6.8 from the prior and up to 19 f
 moves the variance of the estimate grows with it. From a narrow q alone the path can also jump: the mass of
 f_b moves within a few hundredths of b from q's mode to a mode of f_b between q's mean and the posterior's,
 which neither pilot's particles cover (image 72 there: 0.04 of the mass at b = 0.55, 0.98 at b = 0.6), and the
-independent kernel's estimate is then off by 0.4 nats or more from run to run; from the defensive mixture the
-path contains the prior path's own distributions, which the prior's pilot follows
+independent kernel's estimate was then off by 0.4 nats or more from run to run. Two proposal components
+answer it, from q alone only (``prior_weight`` 0, with the prior's pilot): the tilted fit
+(:func:`_tilted_fit`), which put that mode of image 72 within a Gaussian's reach (predicted mean (-0.146,
+-0.737) at b = 0.6, the grid's (-0.182, -0.709)); and, in the counted run, the start pilot's pooled fit at
+b + ``LOOKAHEAD`` beside the one at b, which covers a mode the path crosses into that the tilt does not predict
+(image 87: the mass moves between b = 0.625 and 0.65 to (-0.48, 1.44), 0.17 from the tilt's mean; the
+acceptance in the crossing rose from 0.03-0.09 to 0.08-0.15 with it). From the defensive mixture the path
+contains the prior path's own distributions, which the prior's pilot follows
 (``experiments/results/reference_2d_independent_prior/NOTES.md``).
 
 Noise. With moves that mix perfectly the variance of the estimate is about (1/N) sum_t Var_{f_{b_t}}(log f_{b_t+1}
@@ -201,22 +211,33 @@ def smc_log_marginal(
         if start is not None and prior_pilot:  # the prior's path first: it reaches every mode from b = 0
             prior_fits = _run(build(annealing_path(log_likelihood, x, None)), jax.random.fold_in(pilot_key, 1),
                               pilot_draw(1, None), betas, fit, mcmc_steps)[-1]
-            # The start's pilot proposes from its own fit pooled with the prior pilot's, so it follows its path
-            # into modes only the prior's pilot found, and its fits describe them as its path weighs them.
+            shared_fits = [prior_fits]
+            if prior_weight == 0.0:  # from q alone: the prior path's fits tilted toward q (see _tilted_fit)
+                # Step t's fit is made from the particles at b_t (betas[t]), and so is its tilt.
+                shared_fits.append(jax.vmap(_tilted_fit, in_axes=(0, 0, None, None))(
+                    prior_fits, betas[:-1], *(jnp.asarray(v, x.dtype) for v in start)))
+            # The start's pilot proposes from its own fit pooled with the shared ones, so it follows its path into
+            # modes only the prior's pilot found or implies, and its fits describe them as its path weighs them.
             own_fit = fit
-            fit = lambda state, t: _pool([own_fit(state, t), jax.tree.map(lambda v: v[t], prior_fits)])
+            fit = lambda state, t: _pool([own_fit(state, t)] + [jax.tree.map(lambda v: v[t], f) for f in shared_fits])
             pilots = 2
         # The first pilot keeps the one-pilot code's key, so a run from the prior draws as before.
         fitted = _run(build(path), pilot_key, pilot_draw(0, start), betas, fit, mcmc_steps)[-1]  # frozen [T, 1, C, ...]
         fit_index = jnp.arange(num_temperatures)  # step t's fit, made at b_{t-1}, serves step t
+        pilot_betas = betas
         if schedule == "adaptive":
             length_key = jax.random.fold_in(pilot_key, pilots)  # a stream no pilot used
-            pilot_betas = betas
             betas = length_schedule(betas, _log_ratio_sds(length_key, path, betas, fitted, pilot_particles,
                                                           defensive=defensive))
             # Step t's moves target b'_{t-1}: the fit of the last pilot temperature at or below it.
             fit_index = jnp.searchsorted(pilot_betas[:-1], betas[:-1], side="right") - 1
-        moves = lambda state, t: {name: value[fit_index[t]] for name, value in fitted.items()}
+        take = lambda index: jax.tree.map(lambda value: value[index], fitted)
+        moves = lambda state, t: take(fit_index[t])
+        if start is not None and prior_pilot and prior_weight == 0.0:
+            # From q alone the path can cross between modes within a few hundredths of b; the pilot's fit a
+            # little later on the path (frozen too) covers the mode the particles cross into.
+            ahead_index = jnp.searchsorted(pilot_betas[:-1], betas[:-1] + LOOKAHEAD, side="right") - 1
+            moves = lambda state, t: _pool([take(fit_index[t]), take(ahead_index[t])])
     z0 = draw(start_key, num_chains=num_particles)
     increments, ess, acceptance, _ = _run(smc_step, run_key, z0, betas, moves, mcmc_steps)
     return SMCRecord(jnp.sum(increments), jnp.min(ess), jnp.mean(acceptance), step_sizes)
@@ -304,9 +325,52 @@ def _fit_proposal(particles: Array, weights: Array, scale: float) -> dict:
     return {name: value[None, None] for name, value in fields.items()}
 
 
+LOOKAHEAD = 0.05  # from q alone, the counted run's proposal at b also pools the pilot's fit at b + LOOKAHEAD
+TILT_WIDTH = 1.5  # the tilted Gaussian's spread over its Gaussian-product covariance (kernel half; twice it wide)
+
+
+def _tilted_fit(prior_fit: dict, beta: Array, start_mean: Array, start_log_var: Array) -> dict:
+    """A Gaussian fit ([1, 1, ...] fields, as :func:`_fit_proposal`'s) of the start's path at temperature b,
+    extrapolated from the prior path's fit there.
+
+    The two paths' tempered densities differ by a known factor: with p_0 = q,
+
+        f_b(z) = p(z) p(x|z)^b (q(z) / p(z))^(1 - b),
+
+    the prior path's density times a Gaussian in z when q = N(m_q, diag s_q^2) is narrower than the prior. With
+    the prior path's Gaussian n_b = N(m, W) (``prior_fit``'s ``mean`` and wide covariance), the product is
+    N(m', P^-1): P = W^-1 + (1 - b) D, D = diag(max(s_q^-2 - 1, 0)), m' = P^-1 (W^-1 m + (1 - b) D_q m_q) with
+    D_q = diag(s_q^-2) where s_q < 1 (0 elsewhere). Where q is far from the posterior and narrow, the start's path
+    puts its mass there (between q and the posterior) over a short stretch of b, a region neither pilot's
+    particles reach (``experiments/results/reference_2d_independent_prior/NOTES.md``). Both halves of the
+    returned proposal are N(m', (c L)(c L)^T), L L^T = P^-1, c = ``TILT_WIDTH`` for the kernel half's (one
+    centre, repeated to the fit's M) and 2 c for the wide half's. Any proposal keeps the estimate unbiased; this
+    one only sends particles where the start's path may have mass.
+    """
+    mean = prior_fit["mean"][0, 0]  # [K]
+    wide_inv = prior_fit["wide_chol_inv"][0, 0]  # W^-1 = wide_inv^T wide_inv
+    narrower = jnp.exp(-start_log_var) > 1.0
+    tilt = (1.0 - beta) * jnp.where(narrower, jnp.exp(-start_log_var) - 1.0, 0.0)
+    precision = wide_inv.T @ wide_inv + jnp.diag(tilt)
+    linear = wide_inv.T @ (wide_inv @ mean) + (1.0 - beta) * jnp.where(narrower, jnp.exp(-start_log_var) * start_mean,
+                                                                       0.0)
+    cov = jnp.linalg.inv(precision)
+    tilted_mean = cov @ linear
+    chol = jnp.linalg.cholesky(0.5 * (cov + cov.T))
+    inverse = jnp.linalg.inv(chol)  # an inverse, not a triangular solve (see _fit_proposal)
+    m = prior_fit["centres"].shape[2]
+    fields = {"centres": jnp.broadcast_to(tilted_mean, (m, mean.shape[0])),
+              "log_weights": jnp.full(m, -jnp.log(m), mean.dtype), "chol": TILT_WIDTH * chol,
+              "chol_inv": inverse / TILT_WIDTH, "mean": tilted_mean, "wide_chol": 2 * TILT_WIDTH * chol,
+              "wide_chol_inv": inverse / (2 * TILT_WIDTH)}
+    return {name: value[None, None] for name, value in fields.items()}
+
+
 def _pool(fits: list[dict]) -> dict:
-    """C fits of one temperature ([1, 1, ...] each, :func:`_fit_proposal`) as one proposal [1, C, ...] that draws
-    each component with probability 1/C (the log-weights of each kernel density estimate shifted by -log C)."""
+    """n proposals ([1, C_i, ...] each: one fit of :func:`_fit_proposal`, or a pool of fits) as one proposal
+    [1, sum C_i, ...] that draws each of them with probability 1/n (the log-weights of each kernel density
+    estimate shifted by -log n). :func:`_proposal` weighs the Gaussian halves equally, so every C_i must be equal:
+    each of the n C components is then drawn with probability 1 / (n C)."""
     pooled = {name: jnp.concatenate([fit[name] for fit in fits], axis=1) for name in fits[0]}
     pooled["log_weights"] = pooled["log_weights"] - jnp.log(len(fits))
     return pooled
