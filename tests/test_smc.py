@@ -130,9 +130,8 @@ def test_independent_moves_recover_the_mode_a_start_misses(prior_pilot):
     """Where local HMC moves from a q on one mode lose the other mode's mass (log 0.8 low, the test above),
     independent moves whose proposal mixes the start's pilot's fit with N(0, I) jump between the modes: SMC from
     the same start then averages to the exact log p(x), without the prior's pilot; and with it (the default),
-    whose proposals from q alone add the prior pilot's fit, its tilt toward q and the fit LOOKAHEAD further on
-    the path, frozen before the counted run as every fit is. 256 particles, pilots of 64, 2 moves per
-    temperature."""
+    whose proposals from q alone add the prior pilot's fit and its tilt toward q, frozen before the counted run
+    as every fit is. 256 particles, pilots of 64, 2 moves per temperature."""
     log_likelihood, exact, start = _two_modes()
     estimates, _ = _repeated(lambda k: vj.smc_log_marginal(k, log_likelihood, jnp.zeros(1), 2, 256, 100, start=start,
                                                            kernel="independent", mcmc_steps=2,

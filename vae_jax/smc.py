@@ -44,8 +44,8 @@ The SMC step is BlackJAX's (``blackjax.smc.tempered.build_kernel``); the schedul
   decorrelate far faster than under local HMC moves; each move costs one likelihood value (no gradient). It suits
   low latent dimensions (the proposal's acceptance falls as K grows). Cost per example: T x (mcmc_steps + 1)
   x (N + P x pilot_particles) likelihood values, plus the proposal's density, O(C x pilot_particles K^2) per
-  move, with P = 2 pilots and C = 3 pooled fits from q (6 in the counted run, which adds the fit LOOKAHEAD
-  further on), C = 2 from the defensive mixture, and P = C = 1 from the prior or without ``prior_pilot``. On the 2-D model of
+  move, with P = 2 pilots and C = 3 pooled fits from q, C = 2 from the defensive mixture, and P = C = 1 from
+  the prior or without ``prior_pilot``. On the 2-D model of
   ``experiments/estimators.py`` (one image, 8 runs of 256 particles x 250 temperatures, a proposal of the kernel
   density estimate alone), 5 moves per temperature brought the variance of the estimate over runs down to
   that of perfectly mixing moves (the sum of the per-temperature variances); 2 moves left it 9 times larger.
@@ -59,13 +59,11 @@ term) was 3.2-6.8 from (0.9 q + 0.1 p(z)), 5.8-6.8 from the prior and up to 19 f
 moves the variance of the estimate grows with it. From a narrow q alone the path can also jump: the mass of
 f_b moves within a few hundredths of b from q's mode to a mode of f_b between q's mean and the posterior's,
 which neither pilot's particles cover (image 72 there: 0.04 of the mass at b = 0.55, 0.98 at b = 0.6), and the
-independent kernel's estimate was then off by 0.4 nats or more from run to run. Two proposal components
-answer it, from q alone only (``prior_weight`` 0, with the prior's pilot): the tilted fit
-(:func:`_tilted_fit`), which put that mode of image 72 within a Gaussian's reach (predicted mean (-0.146,
--0.737) at b = 0.6, the grid's (-0.182, -0.709)); and, in the counted run, the start pilot's pooled fit at
-b + ``LOOKAHEAD`` beside the one at b, which covers a mode the path crosses into that the tilt does not predict
-(image 87: the mass moves between b = 0.625 and 0.65 to (-0.48, 1.44), 0.17 from the tilt's mean; the
-acceptance in the crossing rose from 0.03-0.09 to 0.08-0.15 with it). From the defensive mixture the path
+independent kernel's estimate was then off by 0.4 nats or more from run to run. From q alone (``prior_weight``
+0, with the prior's pilot) the tilted fit (:func:`_tilted_fit`) puts that mode of image 72 within a Gaussian's
+reach (predicted mean (-0.146, -0.737) at b = 0.6, the grid's (-0.182, -0.709)); it does not predict every
+such mode (image 87: the mass moves between b = 0.625 and 0.65 to (-0.48, 1.44), 0.17 from the tilt's mean,
+and the acceptance there falls to 0.03-0.09). From the defensive mixture the path
 contains the prior path's own distributions, which the prior's pilot follows
 (``experiments/results/reference_2d_independent_prior/NOTES.md``).
 
@@ -224,20 +222,14 @@ def smc_log_marginal(
         # The first pilot keeps the one-pilot code's key, so a run from the prior draws as before.
         fitted = _run(build(path), pilot_key, pilot_draw(0, start), betas, fit, mcmc_steps)[-1]  # frozen [T, 1, C, ...]
         fit_index = jnp.arange(num_temperatures)  # step t's fit, made at b_{t-1}, serves step t
-        pilot_betas = betas
         if schedule == "adaptive":
             length_key = jax.random.fold_in(pilot_key, pilots)  # a stream no pilot used
+            pilot_betas = betas
             betas = length_schedule(betas, _log_ratio_sds(length_key, path, betas, fitted, pilot_particles,
                                                           defensive=defensive))
             # Step t's moves target b'_{t-1}: the fit of the last pilot temperature at or below it.
             fit_index = jnp.searchsorted(pilot_betas[:-1], betas[:-1], side="right") - 1
-        take = lambda index: jax.tree.map(lambda value: value[index], fitted)
-        moves = lambda state, t: take(fit_index[t])
-        if start is not None and prior_pilot and prior_weight == 0.0:
-            # From q alone the path can cross between modes within a few hundredths of b; the pilot's fit a
-            # little later on the path (frozen too) covers the mode the particles cross into.
-            ahead_index = jnp.searchsorted(pilot_betas[:-1], betas[:-1] + LOOKAHEAD, side="right") - 1
-            moves = lambda state, t: _pool([take(fit_index[t]), take(ahead_index[t])])
+        moves = lambda state, t: {name: value[fit_index[t]] for name, value in fitted.items()}
     z0 = draw(start_key, num_chains=num_particles)
     increments, ess, acceptance, _ = _run(smc_step, run_key, z0, betas, moves, mcmc_steps)
     return SMCRecord(jnp.sum(increments), jnp.min(ess), jnp.mean(acceptance), step_sizes)
@@ -325,7 +317,6 @@ def _fit_proposal(particles: Array, weights: Array, scale: float) -> dict:
     return {name: value[None, None] for name, value in fields.items()}
 
 
-LOOKAHEAD = 0.05  # from q alone, the counted run's proposal at b also pools the pilot's fit at b + LOOKAHEAD
 TILT_WIDTH = 1.5  # the tilted Gaussian's spread over its Gaussian-product covariance (kernel half; twice it wide)
 
 
