@@ -340,11 +340,11 @@ def _tilted_fit(prior_fit: dict, beta: Array, start_mean: Array, start_log_var: 
     """
     mean = prior_fit["mean"][0, 0]  # [K]
     wide_inv = prior_fit["wide_chol_inv"][0, 0]  # W^-1 = wide_inv^T wide_inv
-    narrower = jnp.exp(-start_log_var) > 1.0
-    tilt = (1.0 - beta) * jnp.where(narrower, jnp.exp(-start_log_var) - 1.0, 0.0)
+    q_precision = jnp.exp(-start_log_var)
+    narrower = q_precision > 1.0
+    tilt = (1.0 - beta) * jnp.where(narrower, q_precision - 1.0, 0.0)
     precision = wide_inv.T @ wide_inv + jnp.diag(tilt)
-    linear = wide_inv.T @ (wide_inv @ mean) + (1.0 - beta) * jnp.where(narrower, jnp.exp(-start_log_var) * start_mean,
-                                                                       0.0)
+    linear = wide_inv.T @ (wide_inv @ mean) + (1.0 - beta) * jnp.where(narrower, q_precision * start_mean, 0.0)
     cov = jnp.linalg.inv(precision)
     tilted_mean = cov @ linear
     chol = jnp.linalg.cholesky(0.5 * (cov + cov.T))
@@ -358,10 +358,9 @@ def _tilted_fit(prior_fit: dict, beta: Array, start_mean: Array, start_log_var: 
 
 
 def _pool(fits: list[dict]) -> dict:
-    """n proposals ([1, C_i, ...] each: one fit of :func:`_fit_proposal`, or a pool of fits) as one proposal
-    [1, sum C_i, ...] that draws each of them with probability 1/n (the log-weights of each kernel density
-    estimate shifted by -log n). :func:`_proposal` weighs the Gaussian halves equally, so every C_i must be equal:
-    each of the n C components is then drawn with probability 1 / (n C)."""
+    """C fits of one temperature ([1, 1, ...] each, :func:`_fit_proposal` or :func:`_tilted_fit`) as one proposal
+    [1, C, ...] that draws each component with probability 1/C (the log-weights of each kernel density estimate
+    shifted by -log C)."""
     pooled = {name: jnp.concatenate([fit[name] for fit in fits], axis=1) for name in fits[0]}
     pooled["log_weights"] = pooled["log_weights"] - jnp.log(len(fits))
     return pooled
