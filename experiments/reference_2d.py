@@ -26,26 +26,29 @@ from vae_jax.data import DataOptions
 from vae_jax.errors import ConfigError
 from vae_jax.evaluate import EvalConfig, evaluation_key, make_estimator_fns, map_in_batches, SPEC
 from vae_jax.shared_samples import grid_error_estimate
+from vae_jax.smc import MAX_MOVES
 
 WITHIN = 0.1  # nats: the goal's tolerance per image
 # The truth's grid: on the 2-D model's 100 reference images a 400^2 grid was up to 0.099 nats off the 1600^2 one
 # (image 36); on the three images it moved most, 3200^2 and the square [-8, 8]^2 change the 1600^2 values by < 1e-4.
 DEFAULT = dict(num_examples=100, ais_chains=16, ais_temperatures=1000, smc_particles=64, smc_temperatures=250,
                grid_points=1600, independent_particles=256, independent_moves=5, prior_weight=0.1,
-               independent_schedule="sigmoid")
+               independent_schedule="sigmoid", independent_accepted_moves=None)
 QUICK = dict(num_examples=8, ais_chains=4, ais_temperatures=50, smc_particles=16, smc_temperatures=20,
              grid_points=100, independent_particles=16, independent_moves=2, prior_weight=0.1,
-             independent_schedule="sigmoid")
+             independent_schedule="sigmoid", independent_accepted_moves=None)
 METHODS = ("ais", "smc", "smc_independent")  # smc: HMC moves; smc_independent: SMC's independent kernel
 STARTS = ("prior", "q", "q_defensive")  # q_defensive: (1 - d) q + d p(z), d = prior_weight
 
 
 def per_image(vae, params, images, name, config):
-    """The estimator's per-image values [N] and its seconds (compile included)."""
+    """The estimator's per-image values [N], its seconds (compile included) and, for SMC, its moves per particle
+    and temperature averaged over the images (None for AIS)."""
     t0 = time.perf_counter()
     fn = make_estimator_fns(vae, params, evaluation_key(0), config)[name]
-    values = map_in_batches(fn, jax.random.fold_in(evaluation_key(0), SPEC[name].stream), images, 100)["value"]
-    return np.asarray(values), time.perf_counter() - t0
+    out = map_in_batches(fn, jax.random.fold_in(evaluation_key(0), SPEC[name].stream), images, 100)
+    moves = float(np.mean(out["moves_per_temperature"])) if "moves_per_temperature" in out else None
+    return np.asarray(out["value"]), time.perf_counter() - t0, moves
 
 
 def spread(errors: np.ndarray) -> dict:
@@ -71,7 +74,10 @@ def markdown(results: list[dict], settings: dict) -> str:
               f"{settings['smc_temperatures']} temperatures, one HMC move of 10 leapfrog steps per temperature; "
               f"smc_independent: {settings['independent_particles']} particles x {settings['smc_temperatures']} "
               f"temperatures ({settings['independent_schedule']} schedule) x {settings['independent_moves']} "
-              "independent Metropolis-Hastings moves (one likelihood value each, no gradient) from pilots' kernel "
+              "independent Metropolis-Hastings moves (one likelihood value each, no gradient)"
+              + (f", more where the pilot's acceptance rate a was low (ceil({settings['independent_accepted_moves']:g}"
+                 f" / a), at most {MAX_MOVES}; the cost counts the moves taken)"
+                 if settings.get("independent_accepted_moves") else "") + ", from pilots' kernel "
               "density estimates (from a q start, the prior's path and the start's); start q_defensive: "
               f"{1 - settings['prior_weight']:g} q + {settings['prior_weight']:g} p(z) "
               "(cost: particle-moves per image). In 2-D the truth is grid quadrature on a "
@@ -82,13 +88,15 @@ def markdown(results: list[dict], settings: dict) -> str:
 
 
 def method_config(method: str, start: str, settings: dict) -> tuple[str, EvalConfig, int]:
-    """(the estimator's name, its EvalConfig, its cost in particle-moves per image)."""
+    """(the estimator's name, its EvalConfig, its cost in particle-moves per image with ``smc_moves`` moves per
+    temperature; :func:`compare` counts the moves SMC took)."""
     independent = method == "smc_independent"
     config = EvalConfig(ais_chains=settings["ais_chains"], ais_temperatures=settings["ais_temperatures"],
                         smc_particles=settings["independent_particles" if independent else "smc_particles"],
                         smc_temperatures=settings["smc_temperatures"], smc_kernel="independent" if independent else "hmc",
                         smc_moves=settings["independent_moves"] if independent else 1,
                         smc_schedule=settings["independent_schedule"] if independent else "sigmoid",
+                        smc_accepted_moves=settings["independent_accepted_moves"] if independent else None,
                         ais_start="prior" if start == "prior" else "q",
                         start_prior_weight=settings["prior_weight"] if start == "q_defensive" else 0.0)
     if method == "ais":
@@ -102,7 +110,9 @@ def compare(vae, params, images, settings, methods=METHODS[:2], starts=STARTS[:2
     for method in methods:
         for start in starts:
             name, config, cost = method_config(method, start, settings)
-            values, seconds = per_image(vae, params, images, name, config)
+            values, seconds, moves = per_image(vae, params, images, name, config)
+            if moves is not None:  # SMC's particle-moves as taken (more than smc_moves with accepted moves)
+                cost = round(config.smc_particles * config.smc_temperatures * moves)
             runs.append({"method": method, "start": start, "cost": cost, "seconds": seconds, "values": values})
             print(f"latent {k}: {method} from {start}: {values.mean():.3f} ({seconds:.0f} s)", flush=True)
     out = {"latent_dim": k}
@@ -132,6 +142,9 @@ def main(argv=None):
     p.add_argument("--schedule", choices=("sigmoid", "adaptive"), default=DEFAULT["independent_schedule"],
                    help="smc_independent's temperatures: AIS's sigmoid schedule, or spread by the path's "
                    "thermodynamic length as the pilots' proposals estimate it (evaluate --smc-schedule)")
+    p.add_argument("--accepted-moves", type=float, help="smc_independent: more moves where the pilot's acceptance "
+                   f"rate a is low, ceil(this / a) up to {MAX_MOVES}, so that each particle expects this many "
+                   "accepted moves (evaluate --smc-accepted-moves; default: a fixed number of moves)")
     p.add_argument("--independent-particles", type=int,
                    help=f"smc_independent's particles N (default: {DEFAULT['independent_particles']}; "
                    f"{QUICK['independent_particles']} with --quick)")
@@ -144,6 +157,10 @@ def main(argv=None):
     if args.num_examples:
         settings["num_examples"] = args.num_examples
     settings["independent_schedule"] = args.schedule
+    if args.accepted_moves is not None:
+        if not 0 < args.accepted_moves < float("inf"):
+            p.error(f"--accepted-moves must be a positive number, not {args.accepted_moves}")
+        settings["independent_accepted_moves"] = args.accepted_moves
     try:
         settings["prior_weight"] = validation.check_prior_weight(args.prior_weight)
     except ConfigError as e:

@@ -108,20 +108,23 @@ def test_estimator_comparison_quick(shared_data, data_dir, tmp_path, monkeypatch
     reference_2d.main(["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir), "--num-examples", "6",
                        "--workdir", str(tmp_path / "runs"), "--output", str(tmp_path / "ref_independent"),
                        "--methods", "smc_independent", "--starts", "q_defensive", "--prior-weight", "0.2",
-                       "--schedule", "adaptive", "--independent-particles", "12"])
+                       "--schedule", "adaptive", "--independent-particles", "12", "--accepted-moves", "1.5"])
     written = json.loads((tmp_path / "ref_independent" / "reference_2d.json").read_text())
     independent = written["results"][0]
     assert written["meta"]["settings"]["prior_weight"] == 0.2
     assert written["meta"]["settings"]["independent_schedule"] == "adaptive"
     assert written["meta"]["settings"]["independent_particles"] == 12
+    assert written["meta"]["settings"]["independent_accepted_moves"] == 1.5
+    assert "ceil(1.5 / a), at most 50" in (tmp_path / "ref_independent" / "reference_2d.md").read_text()
     assert "smc_independent: 12 particles" in (tmp_path / "ref_independent" / "reference_2d.md").read_text()
     assert "(adaptive schedule)" in (tmp_path / "ref_independent" / "reference_2d.md").read_text()
     assert [(m["method"], m["start"]) for m in independent["methods"]] == [("smc_independent", "q_defensive")]
     assert independent["quadrature"] == ref["quadrature"]
     m = independent["methods"][0]
     assert abs(m["error"]["mean"] - (m["mean"] - ref["quadrature"]["mean"])) < 1e-4 and len(m["per_example"]) == 6
+    assert 12 * 20 * 2 <= m["cost"] <= 12 * 20 * 50  # the particle-moves taken: 2 to 50 per temperature
     for bad in (["--methods", "smc_gibbs"], ["--starts", "q_defensive", "--prior-weight", "1"],
-                ["--independent-particles", "0"]):
+                ["--independent-particles", "0"], ["--accepted-moves", "0"]):
         with pytest.raises(SystemExit):
             reference_2d.main(["--quick", *bad])
 

@@ -78,9 +78,9 @@ def test_smc_matches_grid_quadrature_in_2d():
         assert abs(float(record.log_marginal) - truth) < 0.05
 
 
-@pytest.mark.parametrize("kernel, moves, prior_weight, schedule", [("hmc", 1, 0.0, "sigmoid"),
-                                                                   ("independent", 2, 0.2, "adaptive")])
-def test_evaluate_runs_smc_per_example_with_its_own_stream(kernel, moves, prior_weight, schedule):
+@pytest.mark.parametrize("kernel, moves, prior_weight, schedule, accepted", [("hmc", 1, 0.0, "sigmoid", None),
+                                                                             ("independent", 2, 0.2, "adaptive", 1.5)])
+def test_evaluate_runs_smc_per_example_with_its_own_stream(kernel, moves, prior_weight, schedule, accepted):
     """``evaluate(..., estimators=("smc",))``: example i uses fold_in(fold_in(key, 5), i), so the result is the
     same per-example function jitted and vmapped here (an eager call rounds differently, and a rounding
     difference can flip a resampling index: 3e-3 nats seen), whatever the batch size; the summary names its settings."""
@@ -88,15 +88,19 @@ def test_evaluate_runs_smc_per_example_with_its_own_stream(kernel, moves, prior_
     params = vae.init(jax.random.key(0))
     xs = np.asarray(jax.random.bernoulli(jax.random.key(1), 0.5, (5, 12)), np.float32)
     config = EvalConfig(estimators=("smc",), smc_particles=8, smc_temperatures=20, ais_start="q", smc_kernel=kernel,
-                        smc_moves=moves, start_prior_weight=prior_weight, smc_schedule=schedule)
+                        smc_moves=moves, start_prior_weight=prior_weight, smc_schedule=schedule,
+                        smc_accepted_moves=accepted)
     key = jax.random.key(3)
     result = evaluate(vae, params, xs, key, config, batch_size=2)["smc"]
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(key, 5), i))(jnp.arange(5))
     direct = jax.jit(jax.vmap(lambda k, x: vj.smc_log_marginal(k, vae.likelihood_fn(params), x, 3, 8, 20,
                                                                start=vae.encode(params, x), kernel=kernel,
                                                                mcmc_steps=moves, prior_weight=prior_weight,
-                                                               schedule=schedule).log_marginal))(keys, xs)
-    np.testing.assert_allclose(result["mean"], np.mean(direct), rtol=0, atol=1e-5)
+                                                               schedule=schedule, accepted_moves=accepted)
+                                                               ))(keys, xs)
+    np.testing.assert_allclose(result["mean"], np.mean(direct.log_marginal), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(result["moves_per_temperature"], np.mean(direct.moves), rtol=1e-6)
+    assert result["accepted_moves"] == accepted
     assert (result["num_particles"], result["num_temperatures"], result["start"]) == (8, 20, "q")
     assert (result["kernel"], result["moves"], result["start_prior_weight"]) == (kernel, moves, prior_weight)
     assert result["schedule"] == schedule
@@ -287,3 +291,69 @@ def test_the_tilted_fit_is_the_start_paths_density_when_the_prior_paths_is_gauss
     v = 1.0 / (1.0 + 0.3 / sigma**2)
     assert abs(float(fit["mean"][1]) - float(v * 0.3 / sigma**2 * x[1])) < 1e-6
     assert abs(float((fit["chol"] @ fit["chol"].T)[1, 1]) / TILT_WIDTH**2 - v) < 1e-6
+
+
+def test_a_traced_number_of_moves_takes_blackjaxs_moves():
+    """_take_last(max_moves) with a traced count m moves each particle exactly as BlackJAX's update_and_take_last
+    with the static count m (the same keys, the same kernel), and reports the acceptance rate averaged over the m
+    moves."""
+    import blackjax
+    from blackjax.smc.base import update_and_take_last
+
+    from vae_jax.smc import _take_last
+
+    log_density = lambda z: -0.5 * jnp.sum((z - 1.0) ** 2 / 0.3)
+    step = lambda key, state, logdensity_fn: blackjax.rmh.build_kernel()(
+        key, state, logdensity_fn, blackjax.mcmc.random_walk.normal(jnp.full(2, 0.8)))
+    keys = jax.random.split(jax.random.key(0), 6)
+    positions = jax.random.normal(jax.random.key(1), (6, 2))
+    for m in (1, 3, 7):
+        fixed, _ = update_and_take_last(blackjax.rmh.init, log_density, step, m, 6)
+        traced, _ = _take_last(9)(blackjax.rmh.init, log_density, step, jnp.asarray(m), 6)
+        expected, expected_info = fixed(keys, positions, {})
+        got, info = jax.jit(traced)(keys, positions, {})
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_allclose(info.acceptance_rate, jnp.mean(expected_info.acceptance_rate, axis=1), rtol=1e-6)
+
+
+def test_accepted_moves_counts_are_clipped_between_mcmc_steps_and_max_moves():
+    """Exact counts at both ends: a target of accepted moves every acceptance rate meets gives mcmc_steps moves
+    everywhere, and the same estimate bit for bit as the fixed count; a target none meets gives max_moves
+    everywhere. (Between them each count is ceil(accepted_moves / a), a the pilot's acceptance rate.)"""
+    log_likelihood, _, start = _two_modes()
+    run = jax.jit(lambda **kw: vj.smc_log_marginal(jax.random.key(0), log_likelihood, jnp.zeros(1), 2, 16, 12,
+                                                   start=start, kernel="independent", mcmc_steps=2,
+                                                   pilot_particles=16, **kw), static_argnames=("accepted_moves",
+                                                                                               "max_moves"))
+    fixed, low, high = run(), run(accepted_moves=1e-6), run(accepted_moves=1e6, max_moves=7)
+    assert float(fixed.moves) == 2.0 and float(low.moves) == 2.0 and float(high.moves) == 7.0
+    assert float(low.log_marginal) == float(fixed.log_marginal)
+    assert float(high.log_marginal) != float(fixed.log_marginal)
+
+
+def test_accepted_moves_keep_the_estimate_unbiased():
+    """Counts raised where the pilot accepted few moves, frozen before the counted run: from a q on one mode of
+    the two-mode posterior (as the recovery test above, with 128 particles, one move per temperature and a target
+    of 0.5 accepted moves), 16 runs still average to the exact log p(x), and the counts did rise."""
+    log_likelihood, exact, start = _two_modes()
+    estimates, records = _repeated(lambda k: vj.smc_log_marginal(k, log_likelihood, jnp.zeros(1), 2, 128, 100,
+                                                                 start=start, kernel="independent", mcmc_steps=1,
+                                                                 pilot_particles=64, accepted_moves=0.5,
+                                                                 max_moves=10), 16)
+    _within_monte_carlo_error(estimates, exact)
+    assert np.all((records.moves > 1.2) & (records.moves <= 10))
+    assert abs(np.mean(estimates) - (exact + np.log(0.8))) > 0.15  # not the one-mode answer
+
+
+@pytest.mark.parametrize("bad, message", [(dict(accepted_moves=1.0), "needs kernel='independent'"),
+                                          (dict(accepted_moves=0.0, kernel="independent"), "positive number"),
+                                          (dict(accepted_moves=float("nan"), kernel="independent"), "positive number"),
+                                          (dict(accepted_moves=1.0, kernel="independent", mcmc_steps=3, max_moves=2),
+                                           "at least mcmc_steps"),
+                                          (dict(accepted_moves=1.0, kernel="independent", max_moves=0), "max_moves")])
+def test_bad_accepted_moves_are_refused(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        vj.smc_log_marginal(jax.random.key(0), lambda x, z: -jnp.sum(z**2), jnp.zeros(1), 2, 8, 10, **bad)
+    if bad.get("kernel") is None:
+        with pytest.raises(ConfigError, match="needs --smc-kernel independent"):
+            EvalConfig(estimators=("smc",), smc_accepted_moves=1.0)

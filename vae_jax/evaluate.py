@@ -20,7 +20,7 @@ from tqdm import tqdm
 from vae_jax import parallel
 from vae_jax.config import SEED_RANGE, option, validate_fields
 from vae_jax.ais import ais_log_marginal, reverse_ais_log_marginal
-from vae_jax.smc import smc_log_marginal
+from vae_jax.smc import MAX_MOVES, smc_log_marginal
 from vae_jax.diagnostics import KHAT_UNRELIABLE
 from vae_jax.errors import ConfigError
 from vae_jax.memory import check_fits
@@ -170,8 +170,10 @@ def _build_smc(vae: VAE, config: "EvalConfig", chunk: int, key, on_chunk=None) -
         record = smc_log_marginal(key, vae.likelihood_fn(params), x, vae.config.latent_dim, config.smc_particles,
                                   config.smc_temperatures, start=_ais_start(vae, config, params, x),
                                   kernel=config.smc_kernel, mcmc_steps=config.smc_moves,
-                                  schedule=config.smc_schedule, **_ais_options(config))
-        return {"value": record.log_marginal, "ess_min": record.ess_min, "acceptance": record.acceptance}
+                                  schedule=config.smc_schedule, accepted_moves=config.smc_accepted_moves,
+                                  **_ais_options(config))
+        return {"value": record.log_marginal, "ess_min": record.ess_min, "acceptance": record.acceptance,
+                "moves_per_temperature": record.moves}
 
     return _per_example(one)
 
@@ -272,6 +274,11 @@ class EvalConfig:
                              "prior's too (cross between modes; for low latent dimensions)",
                              choices=("hmc", "independent"))
     smc_moves: int = option(1, "SMC: moves per particle at each temperature", positive=True)
+    smc_accepted_moves: float | None = option(None, "SMC with --smc-kernel independent: raise a temperature's "
+                                              "moves above --smc-moves where the pilot's acceptance rate a is low, "
+                                              f"to ceil(this / a), at most {MAX_MOVES}, so that each particle "
+                                              "expects this many accepted moves (e.g. 1.5; for a start whose path "
+                                              "crosses between modes, e.g. q alone)", positive=True)
     smc_schedule: str = option("sigmoid", "SMC: the counted run's temperatures, AIS's sigmoid schedule, or (with "
                                "--smc-kernel independent) spread by the path's thermodynamic length as the pilots' "
                                "proposals estimate it (for a start whose path changes fast mid-way, e.g. q alone)",
@@ -301,6 +308,9 @@ class EvalConfig:
         if self.smc_schedule == "adaptive" and self.smc_kernel != "independent":
             raise ConfigError("--smc-schedule adaptive needs --smc-kernel independent: the schedule is estimated "
                               "from that kernel's pilot proposals.")
+        if self.smc_accepted_moves is not None and self.smc_kernel != "independent":
+            raise ConfigError("--smc-accepted-moves needs --smc-kernel independent: the move counts come from that "
+                              "kernel's pilot acceptance rates.")
 
 
 def evaluation_key(seed: int) -> PRNGKey:
@@ -399,7 +409,7 @@ def summarize(values: dict[str, np.ndarray]) -> dict[str, float]:
         if np.any(reliable):
             out["mc_stderr_reliable"] = float(np.sqrt(np.sum(values["mc_stderr"][reliable] ** 2)) / np.sum(reliable))
             out["ess_mean_reliable"] = float(np.mean(values["ess"][reliable]))
-    for extra in ("reconstruction", "kl", "acceptance", "ess_min", "refine_steps"):
+    for extra in ("reconstruction", "kl", "acceptance", "ess_min", "refine_steps", "moves_per_temperature"):
         if extra in values:
             out[extra] = float(np.mean(values[extra]))
     return out
@@ -476,7 +486,8 @@ def evaluate(vae: VAE, params: Params, images: np.ndarray, key: PRNGKey, config:
         if name == "smc":
             result[name].update(num_particles=config.smc_particles, num_temperatures=config.smc_temperatures,
                                 leapfrog_steps=config.leapfrog_steps, start=config.ais_start, kernel=config.smc_kernel,
-                                moves=config.smc_moves, schedule=config.smc_schedule,
+                                moves=config.smc_moves, accepted_moves=config.smc_accepted_moves,
+                                schedule=config.smc_schedule,
                                 start_prior_weight=_ais_options(config)["prior_weight"])
         per_example[name] = values
         if keep_values:
