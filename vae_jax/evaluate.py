@@ -81,6 +81,13 @@ def _per_example(one):
     return jax.vmap(one, in_axes=(None, 0, 0))
 
 
+def _one_at_a_time(one):
+    """A BatchFn that runs ``one(params, key, x) -> {name: scalar}`` on the examples in turn (``lax.map``): where
+    ``one`` loops a number of times that depends on the example, a vmap would run every example's loop as many
+    times as the batch's longest (the same values, at that cost)."""
+    return lambda params, keys, xs: jax.lax.map(lambda kx: one(params, *kx), (keys, xs))
+
+
 def _build_elbo(vae: VAE, config: "EvalConfig", chunk: int, key, on_chunk=None) -> BatchFn:
     def one(params, key, x):
         mean, log_var = vae.encode(params, x)
@@ -175,7 +182,8 @@ def _build_smc(vae: VAE, config: "EvalConfig", chunk: int, key, on_chunk=None) -
         return {"value": record.log_marginal, "ess_min": record.ess_min, "acceptance": record.acceptance,
                 "moves_per_temperature": record.moves}
 
-    return _per_example(one)
+    # Accepted moves vary the number of moves from example to example and temperature to temperature.
+    return _per_example(one) if config.smc_accepted_moves is None else _one_at_a_time(one)
 
 
 CERTIFIED_GAP = 0.1

@@ -190,7 +190,9 @@ def smc_log_marginal(
       max_moves: the most moves per temperature with ``accepted_moves``.
 
     Returns:
-      :class:`SMCRecord`. jit with ``log_likelihood`` and the counts static; vmap over (key, x[, start]).
+      :class:`SMCRecord`. jit with ``log_likelihood`` and the counts static; vmap over (key, x[, start]), or, with
+      ``accepted_moves``, ``lax.map``: under a vmap each temperature runs the largest of the examples' counts
+      (masked, so the values are the same).
     """
     # Imported here: importing blackjax starts JAX's backend, which must wait for jax.distributed.initialize.
     import blackjax
