@@ -79,7 +79,7 @@ def test_smc_matches_grid_quadrature_in_2d():
 
 
 @pytest.mark.parametrize("kernel, moves, prior_weight, schedule, accepted", [("hmc", 1, 0.0, "sigmoid", None),
-                                                                             ("independent", 2, 0.2, "adaptive", 1.5)])
+                                                                             ("independent", 2, 0.2, "adaptive", 0.5)])
 def test_evaluate_runs_smc_per_example_with_its_own_stream(kernel, moves, prior_weight, schedule, accepted):
     """``evaluate(..., estimators=("smc",))``: example i uses fold_in(fold_in(key, 5), i), so the result is the
     same per-example function jitted and vmapped here (an eager call rounds differently, and a rounding
@@ -321,11 +321,10 @@ def test_accepted_moves_counts_are_clipped_between_mcmc_steps_and_max_moves():
     """Exact counts at both ends: a target of accepted moves every acceptance rate meets gives mcmc_steps moves
     everywhere, and the same estimate bit for bit as the fixed count; a target none meets gives max_moves
     everywhere. (Between them each count is ceil(accepted_moves / a), a the pilot's acceptance rate.)"""
-    log_likelihood, _, start = _two_modes()
+    log_likelihood, _, _ = _two_modes()
     run = jax.jit(lambda **kw: vj.smc_log_marginal(jax.random.key(0), log_likelihood, jnp.zeros(1), 2, 16, 12,
-                                                   start=start, kernel="independent", mcmc_steps=2,
-                                                   pilot_particles=16, **kw), static_argnames=("accepted_moves",
-                                                                                               "max_moves"))
+                                                   kernel="independent", mcmc_steps=2, pilot_particles=16, **kw),
+                  static_argnames=("accepted_moves", "max_moves"))
     fixed, low, high = run(), run(accepted_moves=1e-6), run(accepted_moves=1e6, max_moves=7)
     assert float(fixed.moves) == 2.0 and float(low.moves) == 2.0 and float(high.moves) == 7.0
     assert float(low.log_marginal) == float(fixed.log_marginal)
