@@ -87,9 +87,8 @@ def markdown(results: list[dict], settings: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def method_config(method: str, start: str, settings: dict) -> tuple[str, EvalConfig, int]:
-    """(the estimator's name, its EvalConfig, its cost in particle-moves per image with ``smc_moves`` moves per
-    temperature; :func:`compare` counts the moves SMC took)."""
+def method_config(method: str, start: str, settings: dict) -> tuple[str, EvalConfig]:
+    """(the estimator's name, its EvalConfig)."""
     independent = method == "smc_independent"
     config = EvalConfig(ais_chains=settings["ais_chains"], ais_temperatures=settings["ais_temperatures"],
                         smc_particles=settings["independent_particles" if independent else "smc_particles"],
@@ -99,9 +98,7 @@ def method_config(method: str, start: str, settings: dict) -> tuple[str, EvalCon
                         smc_accepted_moves=settings["independent_accepted_moves"] if independent else None,
                         ais_start="prior" if start == "prior" else "q",
                         start_prior_weight=settings["prior_weight"] if start == "q_defensive" else 0.0)
-    if method == "ais":
-        return "ais", config, config.ais_chains * config.ais_temperatures
-    return "smc", config, config.smc_particles * config.smc_temperatures * config.smc_moves
+    return ("ais" if method == "ais" else "smc"), config
 
 
 def compare(vae, params, images, settings, methods=METHODS[:2], starts=STARTS[:2]):
@@ -109,10 +106,12 @@ def compare(vae, params, images, settings, methods=METHODS[:2], starts=STARTS[:2
     runs = []
     for method in methods:
         for start in starts:
-            name, config, cost = method_config(method, start, settings)
+            name, config = method_config(method, start, settings)
             values, seconds, moves = per_image(vae, params, images, name, config)
-            if moves is not None:  # SMC's particle-moves as taken (more than smc_moves with accepted moves)
-                cost = round(config.smc_particles * config.smc_temperatures * moves)
+            # Cost in particle-moves per image: AIS's chain-moves, SMC's moves as taken (more than smc_moves with
+            # accepted moves).
+            cost = (config.ais_chains * config.ais_temperatures if moves is None
+                    else round(config.smc_particles * config.smc_temperatures * moves))
             runs.append({"method": method, "start": start, "cost": cost, "seconds": seconds, "values": values})
             print(f"latent {k}: {method} from {start}: {values.mean():.3f} ({seconds:.0f} s)", flush=True)
     out = {"latent_dim": k}
