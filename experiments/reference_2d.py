@@ -9,12 +9,18 @@ the error against quadrature (mean, median, quartiles, worst, count within 0.1 n
 With ``--latent-dims`` above 2 (no quadrature there) it reports where SMC and AIS from each start disagree.
 
 The models are those of ``experiments/estimators.py`` (same configuration and ``--workdir``): trained there
-or here, 100 epochs each.
+or here, 100 epochs each. Each estimator's per-image results are saved in the model's folder, 20 images at a
+time, so an interrupted run resumes where it stopped: run the same command again (same values as an
+uninterrupted run; other settings or parameters never reuse them).
 
     python experiments/reference_2d.py --manual-dir ../shared/data [--quick]
 """
 
+import dataclasses
+import hashlib
+import json
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -25,6 +31,7 @@ from vae_jax import data as data_lib, validation
 from vae_jax.data import DataOptions
 from vae_jax.errors import ConfigError
 from vae_jax.evaluate import EvalConfig, evaluation_key, make_estimator_fns, map_in_batches, SPEC
+from vae_jax.rundir import to_json, write_json
 from vae_jax.shared_samples import grid_error_estimate
 from vae_jax.smc import MAX_MOVES
 
@@ -41,14 +48,73 @@ METHODS = ("ais", "smc", "smc_independent")  # smc: HMC moves; smc_independent: 
 STARTS = ("prior", "q", "q_defensive")  # q_defensive: (1 - d) q + d p(z), d = prior_weight
 
 
-def per_image(vae, params, images, name, config):
-    """The estimator's per-image values [N], its seconds (compile included) and, for SMC, its moves per particle
-    and temperature averaged over the images (None for AIS)."""
-    t0 = time.perf_counter()
+CHUNK = 20  # images per saved part of a run: an interrupted run resumes after the last part saved
+
+
+def params_digest(params) -> str:
+    """A digest of the model's parameters, so a cache made with other parameters is never reused."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
+def cache_path(cache_dir: Path, name: str, config: EvalConfig, digest: str) -> tuple[Path, dict]:
+    """(the file keeping one estimator's per-image results, the fingerprint it is kept under): its name holds a
+    hash of the estimator, its settings and the parameters, so another setting never overwrites it."""
+    fingerprint = {"estimator": name, "config": dataclasses.asdict(config), "params_sha256": digest}
+    tag = hashlib.sha256(to_json(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"reference_2d_{name}_{tag}.json", fingerprint
+
+
+def load_cache(path: Path, fingerprint: dict) -> dict:
+    """The per-image results kept at ``path`` ({"value", "moves", "seconds"}: {image index: number}), or empty
+    ones; a file that is not such a cache is refused with what to do."""
+    empty = {"value": {}, "moves": {}, "seconds": {}}
+    if not path.exists():
+        return empty
+    try:
+        kept = json.loads(path.read_text())
+        same = kept["fingerprint"] == json.loads(to_json(fingerprint))
+        results = {field: {int(i): v for i, v in kept[field].items()} for field in empty}
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ConfigError(f"{path} is not a reference_2d cache ({type(err).__name__}: {err}); move or delete it "
+                          "to compute its images again.") from None
+    if not same:  # the file name's 16 hex digits collided: never mix two settings
+        raise ConfigError(f"{path} holds results of other settings; move or delete it.")
+    return results
+
+
+def per_image(vae, params, images, name, config, cache_dir: Path | None = None):
+    """The estimator's per-image values [N], its seconds (compile included; summed over the runs that computed
+    them) and, for SMC, its moves per particle and temperature averaged over the images (None for AIS).
+
+    With ``cache_dir``, images are computed in parts of :data:`CHUNK` and each part's results are saved there
+    (:func:`cache_path`) as soon as it ends; a later call with the same estimator, settings and parameters
+    computes only the images not saved. Image i draws from the same key either way, so a resumed run gives the
+    values of an uninterrupted one."""
     fn = make_estimator_fns(vae, params, evaluation_key(0), config)[name]
-    out = map_in_batches(fn, jax.random.fold_in(evaluation_key(0), SPEC[name].stream), images, 100)
-    moves = float(np.mean(out["moves_per_temperature"])) if "moves_per_temperature" in out else None
-    return np.asarray(out["value"]), time.perf_counter() - t0, moves
+    key = jax.random.fold_in(evaluation_key(0), SPEC[name].stream)
+    path, fingerprint = (None, None) if cache_dir is None else cache_path(cache_dir, name, config,
+                                                                          params_digest(params))
+    kept = {"value": {}, "moves": {}, "seconds": {}} if path is None else load_cache(path, fingerprint)
+    n = len(images)
+    for start in range(0, n, CHUNK):
+        stop = min(start + CHUNK, n)
+        if all(i in kept["value"] for i in range(start, stop)):
+            continue
+        t0 = time.perf_counter()
+        out = map_in_batches(fn, key, images[start:stop], CHUNK, first_index=start)
+        seconds = (time.perf_counter() - t0) / (stop - start)
+        for j, i in enumerate(range(start, stop)):
+            kept["value"][i], kept["seconds"][i] = float(out["value"][j]), seconds
+            if "moves_per_temperature" in out:
+                kept["moves"][i] = float(out["moves_per_temperature"][j])
+        if path is not None:
+            write_json(path, {"fingerprint": fingerprint, **kept})
+    values = np.array([np.nan if kept["value"][i] is None else kept["value"][i] for i in range(n)])
+    moves = float(np.mean([kept["moves"][i] for i in range(n)])) if kept["moves"] else None
+    return values, float(sum(kept["seconds"][i] for i in range(n))), moves
 
 
 def spread(errors: np.ndarray) -> dict:
@@ -101,13 +167,15 @@ def method_config(method: str, start: str, settings: dict) -> tuple[str, EvalCon
     return ("ais" if method == "ais" else "smc"), config
 
 
-def compare(vae, params, images, settings, methods=METHODS[:2], starts=STARTS[:2]):
+def compare(vae, params, images, settings, methods=METHODS[:2], starts=STARTS[:2], cache_dir: Path | None = None):
+    """Each method from each start against the truth, image by image; with ``cache_dir``, resumable
+    (:func:`per_image`)."""
     k = vae.config.latent_dim
     runs = []
     for method in methods:
         for start in starts:
             name, config = method_config(method, start, settings)
-            values, seconds, moves = per_image(vae, params, images, name, config)
+            values, seconds, moves = per_image(vae, params, images, name, config, cache_dir)
             # Cost in particle-moves per image: AIS's chain-moves, SMC's moves as taken (more than smc_moves with
             # accepted moves).
             cost = (config.ais_chains * config.ais_temperatures if moves is None
@@ -179,7 +247,10 @@ def main(argv=None):
     start, results = time.perf_counter(), []
     for k in (int(v) for v in args.latent_dims.split(",")):
         _, vae, params, _ = train_model(k, model_settings, args, options)
-        results.append(compare(vae, params, images, settings, methods, starts))
+        try:
+            results.append(compare(vae, params, images, settings, methods, starts, Path(args.workdir) / f"latent_{k}"))
+        except ConfigError as e:  # a file in the cache's place that is not one
+            p.error(str(e))
     write_results(args.output, "reference_2d", {"meta": run_meta(settings, time.perf_counter() - start),
                                                 "results": results}, markdown(results, settings))
     print(f"wrote {args.output}")

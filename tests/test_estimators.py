@@ -147,3 +147,19 @@ def test_evaluate_and_bdmc_run_in_float32_whatever_the_default():
         bdmc(vae, params, jax.random.key(3), 2, EvalConfig(ais_chains=2, ais_temperatures=5, leapfrog_steps=2))
         assert jax.config.jax_default_matmul_precision == "bfloat16"  # the caller's setting is left alone
     assert seen == [("elbo", "float32"), ("importance", "float32"), ("simulate", "float32")]
+
+
+def test_map_in_batches_in_parts_gives_the_whole():
+    """Example i's key and dequantization depend on i alone: mapping images 0..9 whole, in uneven padded batches,
+    or as parts with ``first_index`` gives the same values bit for bit (how reference_2d resumes chunk by chunk)."""
+    from vae_jax.evaluate import map_in_batches
+
+    images = np.random.default_rng(0).integers(0, 256, size=(10, 6), dtype=np.uint8)
+    fn = jax.jit(lambda keys, xs: {"u": jax.vmap(jax.random.uniform)(keys), "x": xs.sum(axis=1)})
+    key, dq = jax.random.key(1), jax.random.key(2)
+    whole = map_in_batches(fn, key, images, 10, dequantize_key=dq)
+    parts = [map_in_batches(fn, key, images[s:e], 3, dequantize_key=dq, first_index=s) for s, e in ((0, 4), (4, 10))]
+    for name in ("u", "x"):
+        np.testing.assert_array_equal(np.concatenate([p[name] for p in parts]), whole[name])
+        np.testing.assert_array_equal(map_in_batches(fn, key, images, 4, dequantize_key=dq)[name], whole[name])
+    assert len(set(whole["u"].tolist())) == 10  # distinct keys per example

@@ -103,12 +103,14 @@ def test_estimator_comparison_quick(shared_data, data_dir, tmp_path, monkeypatch
         assert len(m["per_example"]) == 6 and m["error"]["num_examples"] == 6  # --num-examples
         assert abs(m["error"]["mean"] - (m["mean"] - ref["quadrature"]["mean"])) < 1e-4
     assert "| 2 | smc | q |" in (tmp_path / "ref" / "reference_2d.md").read_text()
-    # SMC's independent kernel from the defensive start with the adaptive schedule, on the same images; an unknown
-    # method is refused.
-    reference_2d.main(["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir), "--num-examples", "6",
-                       "--workdir", str(tmp_path / "runs"), "--output", str(tmp_path / "ref_independent"),
-                       "--methods", "smc_independent", "--starts", "q_defensive", "--prior-weight", "0.2",
-                       "--schedule", "adaptive", "--independent-particles", "12", "--accepted-moves", "1.5"])
+    # SMC's independent kernel from the defensive start with the adaptive schedule, on the same images, saved in
+    # parts of 2 images; an unknown method is refused.
+    monkeypatch.setattr(reference_2d, "CHUNK", 2)
+    independent_run = ["--quick", "--manual-dir", str(shared_data), "--data-dir", str(data_dir), "--num-examples",
+                       "6", "--workdir", str(tmp_path / "runs"), "--methods", "smc_independent", "--starts",
+                       "q_defensive", "--prior-weight", "0.2", "--schedule", "adaptive", "--independent-particles",
+                       "12", "--accepted-moves", "1.5"]
+    reference_2d.main([*independent_run, "--output", str(tmp_path / "ref_independent")])
     written = json.loads((tmp_path / "ref_independent" / "reference_2d.json").read_text())
     independent = written["results"][0]
     assert written["meta"]["settings"]["prior_weight"] == 0.2
@@ -123,6 +125,24 @@ def test_estimator_comparison_quick(shared_data, data_dir, tmp_path, monkeypatch
     m = independent["methods"][0]
     assert abs(m["error"]["mean"] - (m["mean"] - ref["quadrature"]["mean"])) < 1e-4 and len(m["per_example"]) == 6
     assert 12 * 20 * 2 <= m["cost"] <= 12 * 20 * 50  # the particle-moves taken: 2 to 50 per temperature
+    # Resume: a run that finds images 0-3 saved (image 0 marked) computes only images 4-5, with the keys they had,
+    # so it gives the uninterrupted run's values; a file in the cache's place that is not one is refused.
+    [cache] = [f for f in (tmp_path / "runs" / "latent_2").glob("reference_2d_smc_*.json")
+               if json.loads(f.read_text())["fingerprint"]["config"]["smc_kernel"] == "independent"]
+    kept = json.loads(cache.read_text())
+    assert sorted(kept["value"], key=int) == [str(i) for i in range(6)]
+    kept["value"]["0"] = -1.0
+    for field in ("value", "moves", "seconds"):
+        del kept[field]["4"], kept[field]["5"]
+    cache.write_text(json.dumps(kept))
+    reference_2d.main([*independent_run, "--output", str(tmp_path / "ref_resumed")])
+    resumed = json.loads((tmp_path / "ref_resumed" / "reference_2d.json").read_text())["results"][0]["methods"][0]
+    assert resumed["per_example"] == [-1.0, *m["per_example"][1:]]
+    assert len(json.loads(cache.read_text())["value"]) == 6
+    cache.write_text("{not json")
+    with pytest.raises(SystemExit):
+        reference_2d.main([*independent_run, "--output", str(tmp_path / "ref_corrupt")])
+    assert cache.read_text() == "{not json"  # left for the user to inspect
     for bad in (["--methods", "smc_gibbs"], ["--starts", "q_defensive", "--prior-weight", "1"],
                 ["--independent-particles", "0"], ["--accepted-moves", "0"]):
         with pytest.raises(SystemExit):

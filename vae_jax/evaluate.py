@@ -342,16 +342,18 @@ def compile_checked(fn, key: PRNGKey, images: np.ndarray, batch_size: int, what:
     check_fits(fn.lower(keys, xs).compile(), f"{what} ({batch} examples at once)", advice)
 
 
-def map_in_batches(fn, key: PRNGKey, images: np.ndarray, batch_size: int, *,
-                   progress: str | None = None, dequantize_key: PRNGKey | None = None) -> dict[str, np.ndarray]:
+def map_in_batches(fn, key: PRNGKey, images: np.ndarray, batch_size: int, *, progress: str | None = None,
+                   dequantize_key: PRNGKey | None = None, first_index: int = 0) -> dict[str, np.ndarray]:
     """Applies ``fn(keys [B], xs [B, D]) -> {name: [B]}`` to ``images`` [N, D] in padded batches.
 
     ``images`` may be stored as bool, uint8 or float (:mod:`vae_jax.pixels`): each batch is converted to
     inputs in [0, 1] on the device, so a large set is never held as float32. With ``dequantize_key``, 8-bit
     example ``i`` is dequantized with ``fold_in(dequantize_key, i)`` instead (:func:`vae_jax.pixels.dequantize`).
 
-    Example ``i`` gets ``fold_in(key, i)``. With ``progress`` (a label), a bar over the examples shows
-    the rate and the time left. Returns ``{name: [N]}`` as NumPy arrays.
+    Example ``i`` gets ``fold_in(key, i)``. With ``first_index`` s, ``images`` are examples s, s + 1, ... of a
+    larger set, and each gets the key (and dequantization) it has there: a set mapped in parts gives the values it
+    gives mapped whole. With ``progress`` (a label), a bar over the examples shows the rate and the time left.
+    Returns ``{name: [N]}`` as NumPy arrays.
     """
     n = images.shape[0]
     batch_size = padded_batch_size(batch_size, n)
@@ -359,8 +361,8 @@ def map_in_batches(fn, key: PRNGKey, images: np.ndarray, batch_size: int, *,
     outputs = []
     with tqdm(total=n, desc=progress, unit="ex", disable=progress is None, leave=False) as bar:
         for start in range(0, n, batch_size):
-            index = np.arange(start, start + batch_size)
-            xs = images[np.minimum(index, n - 1)]  # pad the last batch by repeating the last example
+            local = np.minimum(np.arange(start, start + batch_size), n - 1)  # pad the last batch: repeat the last
+            xs, index = images[local], first_index + local
             keys = jax.vmap(functools.partial(jax.random.fold_in, key))(jnp.asarray(index))
             if dequantize_key is None:
                 xs = to_unit_float(jnp.asarray(xs))  # stored images (bool, uint8, float) -> inputs, on the device
