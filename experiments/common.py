@@ -1,7 +1,8 @@
-"""Helpers shared by the experiment scripts: run metadata and result files."""
+"""Helpers shared by the experiment scripts: run metadata, result files and claims on shared work."""
 
 import argparse
 import contextlib
+import os
 import platform
 import sys
 from pathlib import Path
@@ -81,3 +82,23 @@ def experiment_parser(name: str, doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--output", default=f"experiments/results/{name}", help="results folder")
     parser.add_argument("--quick", action="store_true", help="tiny settings for a smoke test / CI")
     return parser
+
+
+def claim(path: Path) -> bool:
+    """Claims the work that the file ``path`` stands for (it is created holding this process's pid), unless a
+    live process holds it; a claim left by a process that died is taken over. Several processes started with
+    the same command (one per core) share the work this way."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(path.read_text() or 0), 0)
+            return False  # held by a live process
+        except (ProcessLookupError, ValueError):
+            path.unlink(missing_ok=True)  # left by a process that died
+            return claim(path)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True

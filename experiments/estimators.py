@@ -28,14 +28,13 @@ between the two processes, and each writes the tables once every model is done.
 
 import functools
 import json
-import os
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from common import experiment_parser, run_experiment, run_meta, test_file_lines, write_results
+from common import claim, experiment_parser, run_experiment, run_meta, test_file_lines, write_results
 from vae_jax import data as data_lib
 from vae_jax.rundir import load_run, write_json
 from vae_jax.config import ExperimentConfig, ModelConfig, TrainConfig
@@ -416,25 +415,6 @@ def update_reference(args, settings, options, test):
     write_all(args.output, payload, old)
 
 
-def claim(folder: Path) -> bool:
-    """Claims the model in ``folder`` for this process (``estimators_claim`` holds its pid), unless a live
-    process holds it: several processes started with the same command share the models between them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "estimators_claim"
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        try:
-            os.kill(int(path.read_text() or 0), 0)
-            return False  # held by a live process
-        except (ProcessLookupError, ValueError):
-            path.unlink(missing_ok=True)  # left by a process that died
-            return claim(folder)
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
-    return True
-
-
 def _per_model(settings) -> dict:
     """The settings one model's result depends on (all but the list of latent dimensions)."""
     return {key: value for key, value in settings.items() if key != "latent_dims"}
@@ -458,7 +438,7 @@ def model_result(k, settings, args, options, test) -> dict:
     """Trains (or resumes) the K-dimensional model and compares the estimators on it. The result is kept in
     the model's run folder (``estimators_result.json``, with the settings it was made with) and reused by a
     later run with the same settings (:func:`load_cached`), so an interrupted comparison resumes model by
-    model, and two processes started with the same command (one per core) share the models (:func:`claim`)."""
+    model, and two processes started with the same command (one per core) share the models (:func:`common.claim`)."""
     t0 = time.perf_counter()
     _, vae, params, _ = train_model(k, settings, args, options)
     train_seconds = time.perf_counter() - t0
@@ -480,7 +460,7 @@ def main(argv=None):
         return update_reference(args, settings, options, test)
     start, results, pending = time.perf_counter(), {}, list(settings["latent_dims"])
     while pending:
-        k = next((k for k in pending if claim(Path(args.workdir) / f"latent_{k}")), None)
+        k = next((k for k in pending if claim(Path(args.workdir) / f"latent_{k}" / "estimators_claim")), None)
         if k is None:  # every model left is being compared by another process: wait for its result
             time.sleep(30)
             done = {k: r for k in pending if (r := load_cached(k, settings, args))}

@@ -11,7 +11,8 @@ With ``--latent-dims`` above 2 (no quadrature there) it reports where SMC and AI
 The models are those of ``experiments/estimators.py`` (same configuration and ``--workdir``): trained there
 or here, 100 epochs each. Each estimator's per-image results are saved in the model's folder, 20 images at a
 time, so an interrupted run resumes where it stopped: run the same command again (same values as an
-uninterrupted run; other settings or parameters never reuse them).
+uninterrupted run; other settings or parameters never reuse them). Two processes started with the same command
+(one per core, e.g. ``taskset -c 0`` and ``taskset -c 1``) share the images between them.
 
     python experiments/reference_2d.py --manual-dir ../shared/data [--quick]
 """
@@ -25,11 +26,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from common import experiment_parser, run_experiment, run_meta, write_results
+from common import claim, experiment_parser, run_experiment, run_meta, write_results
 from estimators import DEFAULT as ESTIMATOR_SETTINGS, QUICK as ESTIMATOR_QUICK, train_model
 from vae_jax import data as data_lib, validation
 from vae_jax.data import DataOptions
-from vae_jax.errors import ConfigError
+from vae_jax.errors import ConfigError, RunLockedError
 from vae_jax.evaluate import EvalConfig, evaluation_key, make_estimator_fns, map_in_batches, SPEC
 from vae_jax.rundir import to_json, write_json
 from vae_jax.shared_samples import grid_error_estimate
@@ -59,59 +60,77 @@ def params_digest(params) -> str:
     return digest.hexdigest()
 
 
-def cache_path(cache_dir: Path, name: str, config: EvalConfig, digest: str) -> tuple[Path, dict]:
-    """(the file keeping one estimator's per-image results, the fingerprint it is kept under): its name holds a
-    hash of the estimator, its settings and the parameters, so another setting never overwrites it."""
+def cache_folder(cache_dir: Path, name: str, config: EvalConfig, digest: str) -> tuple[Path, dict]:
+    """(the folder keeping one estimator's per-image results, the fingerprint they are kept under): its name
+    holds a hash of the estimator, its settings and the parameters, so another setting never overwrites them."""
     fingerprint = {"estimator": name, "config": dataclasses.asdict(config), "params_sha256": digest}
     tag = hashlib.sha256(to_json(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(cache_dir) / f"reference_2d_{name}_{tag}.json", fingerprint
+    return Path(cache_dir) / f"reference_2d_{name}_{tag}", fingerprint
 
 
-def load_cache(path: Path, fingerprint: dict) -> dict:
-    """The per-image results kept at ``path`` ({"value", "moves", "seconds"}: {image index: number}), or empty
-    ones; a file that is not such a cache is refused with what to do."""
-    empty = {"value": {}, "moves": {}, "seconds": {}}
-    if not path.exists():
-        return empty
-    try:
-        kept = json.loads(path.read_text())
-        same = kept["fingerprint"] == json.loads(to_json(fingerprint))
-        results = {field: {int(i): v for i, v in kept[field].items()} for field in empty}
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ConfigError(f"{path} is not a reference_2d cache ({type(err).__name__}: {err}); move or delete it "
-                          "to compute its images again.") from None
-    if not same:  # the file name's 16 hex digits collided: never mix two settings
-        raise ConfigError(f"{path} holds results of other settings; move or delete it.")
-    return results
+FIELDS = ("value", "moves", "seconds")  # what is kept per image
+
+
+def load_cache(folder: Path, fingerprint: dict) -> dict:
+    """The per-image results saved in ``folder``'s part files (``{field: {image index: number}}``, fields
+    :data:`FIELDS`); a file there that is not such a part is refused with what to do."""
+    kept = {field: {} for field in FIELDS}
+    same = json.loads(to_json(fingerprint))
+    for path in sorted(Path(folder).glob("images_*.json")):
+        try:
+            part = json.loads(path.read_text())
+            matches = part["fingerprint"] == same
+            for field in FIELDS:
+                kept[field].update({int(i): v for i, v in part[field].items()})
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ConfigError(f"{path} is not a part of reference_2d's results ({type(err).__name__}: {err}); "
+                              "move or delete it to compute its images again.") from None
+        if not matches:  # the folder name's 16 hex digits collided: never mix two settings
+            raise ConfigError(f"{path} holds results of other settings; move or delete it.")
+    return kept
 
 
 def per_image(vae, params, images, name, config, cache_dir: Path | None = None):
     """The estimator's per-image values [N], its seconds (compile included; summed over the runs that computed
     them) and, for SMC, its moves per particle and temperature averaged over the images (None for AIS).
 
-    With ``cache_dir``, images are computed in parts of :data:`CHUNK` and each part's results are saved there
-    (:func:`cache_path`) as soon as it ends; a later call with the same estimator, settings and parameters
-    computes only the images not saved. Image i draws from the same key either way, so a resumed run gives the
-    values of an uninterrupted one."""
+    With ``cache_dir``, images are computed in parts of :data:`CHUNK`, each part's results saved as soon as it
+    ends (:func:`cache_folder`), and a later call with the same estimator, settings and parameters computes only
+    the parts not saved. Processes started with the same command (one per core) share the parts through claims
+    (:func:`common.claim`) and each waits for the others' parts. Image i draws from the same key however the work
+    is split, so a resumed or shared run gives the values of an uninterrupted one."""
     fn = make_estimator_fns(vae, params, evaluation_key(0), config)[name]
     key = jax.random.fold_in(evaluation_key(0), SPEC[name].stream)
-    path, fingerprint = (None, None) if cache_dir is None else cache_path(cache_dir, name, config,
-                                                                          params_digest(params))
-    kept = {"value": {}, "moves": {}, "seconds": {}} if path is None else load_cache(path, fingerprint)
-    n = len(images)
-    for start in range(0, n, CHUNK):
-        stop = min(start + CHUNK, n)
-        if all(i in kept["value"] for i in range(start, stop)):
+    folder, fingerprint = (None, None) if cache_dir is None else cache_folder(cache_dir, name, config,
+                                                                              params_digest(params))
+    n, kept = len(images), {field: {} for field in FIELDS}
+    parts = [(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)]
+    while True:
+        if folder is not None:
+            kept = load_cache(folder, fingerprint)
+        todo = [(a, b) for a, b in parts if any(i not in kept["value"] for i in range(a, b))]
+        if not todo:
+            break
+        part = next((p for p in todo if folder is None or claim(folder / f"images_{p[0]}-{p[1]}.claim")), None)
+        if part is None:  # every part left is being computed by another process
+            time.sleep(10)
             continue
-        t0 = time.perf_counter()
-        out = map_in_batches(fn, key, images[start:stop], CHUNK, first_index=start)
-        seconds = (time.perf_counter() - t0) / (stop - start)
-        for j, i in enumerate(range(start, stop)):
-            kept["value"][i], kept["seconds"][i] = float(out["value"][j]), seconds
-            if "moves_per_temperature" in out:
-                kept["moves"][i] = float(out["moves_per_temperature"][j])
-        if path is not None:
-            write_json(path, {"fingerprint": fingerprint, **kept})
+        start, stop = part
+        try:
+            t0 = time.perf_counter()
+            out = map_in_batches(fn, key, images[start:stop], CHUNK, first_index=start)
+            seconds = (time.perf_counter() - t0) / (stop - start)
+            done = {"value": {i: float(v) for i, v in zip(range(start, stop), out["value"])},
+                    "moves": {i: float(m) for i, m in zip(range(start, stop), out.get("moves_per_temperature", []))},
+                    "seconds": {i: seconds for i in range(start, stop)}}
+            if folder is None:
+                for field in FIELDS:
+                    kept[field].update(done[field])
+            else:
+                write_json(folder / f"images_{start}-{stop}.json", {"fingerprint": fingerprint, **done})
+        finally:
+            if folder is not None:
+                (folder / f"images_{start}-{stop}.claim").unlink(missing_ok=True)
     values = np.array([np.nan if kept["value"][i] is None else kept["value"][i] for i in range(n)])
     moves = float(np.mean([kept["moves"][i] for i in range(n)])) if kept["moves"] else None
     return values, float(sum(kept["seconds"][i] for i in range(n))), moves
@@ -196,6 +215,20 @@ def compare(vae, params, images, settings, methods=METHODS[:2], starts=STARTS[:2
     return out
 
 
+def shared_model(k, model_settings, args, options):
+    """:func:`estimators.train_model`, waiting while another process (one started with the same command, on the
+    other core) holds the model's folder to train or load it."""
+    waiting = False
+    while True:
+        try:
+            return train_model(k, model_settings, args, options)
+        except RunLockedError as e:
+            if not waiting:
+                print(f"waiting: {e}", flush=True)
+                waiting = True
+            time.sleep(10)
+
+
 def main(argv=None):
     p = experiment_parser("reference_2d", __doc__)
     p.add_argument("--latent-dims", default="2", help="comma-separated latent dimensions (models of estimators.py)")
@@ -246,7 +279,7 @@ def main(argv=None):
                            manual_dir=args.manual_dir).as_float()
     start, results = time.perf_counter(), []
     for k in (int(v) for v in args.latent_dims.split(",")):
-        _, vae, params, _ = train_model(k, model_settings, args, options)
+        _, vae, params, _ = shared_model(k, model_settings, args, options)
         try:
             results.append(compare(vae, params, images, settings, methods, starts, Path(args.workdir) / f"latent_{k}"))
         except ConfigError as e:  # a file in the cache's place that is not one

@@ -13,23 +13,25 @@ from vae_jax.rundir import RunFolder
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 
-def test_processes_share_the_models_through_claims(tmp_path):
-    """A model folder is claimed by one live process at a time; a claim left by a dead process is taken over."""
+def test_processes_share_work_through_claims(tmp_path):
+    """A claim file is held by one live process at a time; a claim left by a dead process is taken over."""
     import subprocess
 
-    import estimators
+    import common
 
-    assert estimators.claim(tmp_path / "a") and (tmp_path / "a" / "estimators_claim").read_text() == str(os.getpid())
+    a, b = tmp_path / "a" / "estimators_claim", tmp_path / "b" / "estimators_claim"
+    assert common.claim(a) and a.read_text() == str(os.getpid())
+    assert not common.claim(a)  # held by this (live) process
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (tmp_path / "b").mkdir()
-        (tmp_path / "b" / "estimators_claim").write_text(str(holder.pid))
-        assert not estimators.claim(tmp_path / "b")  # held by a live process
+        b.parent.mkdir()
+        b.write_text(str(holder.pid))
+        assert not common.claim(b)  # held by a live process
     finally:
         holder.kill()
         holder.wait()
-    assert estimators.claim(tmp_path / "b")  # its holder is gone
-    assert (tmp_path / "b" / "estimators_claim").read_text() == str(os.getpid())
+    assert common.claim(b)  # its holder is gone
+    assert b.read_text() == str(os.getpid())
 
 
 @pytest.mark.slow
@@ -126,23 +128,23 @@ def test_estimator_comparison_quick(shared_data, data_dir, tmp_path, monkeypatch
     assert abs(m["error"]["mean"] - (m["mean"] - ref["quadrature"]["mean"])) < 1e-4 and len(m["per_example"]) == 6
     assert 12 * 20 * 2 <= m["cost"] <= 12 * 20 * 50  # the particle-moves taken: 2 to 50 per temperature
     # Resume: a run that finds images 0-3 saved (image 0 marked) computes only images 4-5, with the keys they had,
-    # so it gives the uninterrupted run's values; a file in the cache's place that is not one is refused.
-    [cache] = [f for f in (tmp_path / "runs" / "latent_2").glob("reference_2d_smc_*.json")
-               if json.loads(f.read_text())["fingerprint"]["config"]["smc_kernel"] == "independent"]
-    kept = json.loads(cache.read_text())
-    assert sorted(kept["value"], key=int) == [str(i) for i in range(6)]
-    kept["value"]["0"] = -1.0
-    for field in ("value", "moves", "seconds"):
-        del kept[field]["4"], kept[field]["5"]
-    cache.write_text(json.dumps(kept))
+    # so it gives the uninterrupted run's values; a file in a part's place that is not one is refused.
+    [cache] = [f for f in (tmp_path / "runs" / "latent_2").glob("reference_2d_smc_*")
+               if json.loads(next(f.glob("images_*.json")).read_text())["fingerprint"]["config"]["smc_kernel"]
+               == "independent"]
+    assert sorted(f.name for f in cache.iterdir()) == ["images_0-2.json", "images_2-4.json", "images_4-6.json"]
+    first = json.loads((cache / "images_0-2.json").read_text())
+    first["value"]["0"] = -1.0
+    (cache / "images_0-2.json").write_text(json.dumps(first))
+    (cache / "images_4-6.json").unlink()
     reference_2d.main([*independent_run, "--output", str(tmp_path / "ref_resumed")])
     resumed = json.loads((tmp_path / "ref_resumed" / "reference_2d.json").read_text())["results"][0]["methods"][0]
     assert resumed["per_example"] == [-1.0, *m["per_example"][1:]]
-    assert len(json.loads(cache.read_text())["value"]) == 6
-    cache.write_text("{not json")
+    assert (cache / "images_4-6.json").exists() and not list(cache.glob("*.claim"))
+    (cache / "images_2-4.json").write_text("{not json")
     with pytest.raises(SystemExit):
         reference_2d.main([*independent_run, "--output", str(tmp_path / "ref_corrupt")])
-    assert cache.read_text() == "{not json"  # left for the user to inspect
+    assert (cache / "images_2-4.json").read_text() == "{not json"  # left for the user to inspect
     for bad in (["--methods", "smc_gibbs"], ["--starts", "q_defensive", "--prior-weight", "1"],
                 ["--independent-particles", "0"], ["--accepted-moves", "0"]):
         with pytest.raises(SystemExit):
