@@ -301,3 +301,19 @@ def test_full_disk_during_a_checkpoint_is_one_line_and_resume_works(shared_data,
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from checkpoint 50" in resumed.stdout
     assert _epochs_logged(workdir) == [1, 2, 3]
+
+
+def test_a_signal_inside_signals_deferred_waits_for_the_block_to_end():
+    """How training keeps metrics.jsonl and the state it saves on a stop in step: a SIGINT sent inside the block
+    is delivered after it, so both steps inside happen."""
+    import os
+
+    from vae_jax.signals import signals_deferred
+
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            steps.append("record")
+            steps.append("state")
+    assert steps == ["record", "state"]

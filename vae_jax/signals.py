@@ -61,3 +61,33 @@ def stop_signals_raise():
 def signal_of(interrupt: KeyboardInterrupt) -> signal.Signals:
     """The signal behind an interruption: the one an :class:`Interrupted` names, else SIGINT (Ctrl-C)."""
     return signal.Signals(getattr(interrupt, "signum", signal.SIGINT))
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Within the block, SIGINT, SIGTERM and SIGHUP are only noted; the first that arrived goes to its handler
+    when the block ends. For a few steps that must happen together (a state and its record). Outside the main
+    thread (where Python cannot set handlers) it changes nothing."""
+    arrived, previous = [], {}
+
+    def note(signum, frame):
+        arrived.append(signum)
+
+    try:
+        for signum in (signal.SIGINT, *STOP_SIGNALS):
+            if signal.getsignal(signum) not in (signal.SIG_IGN, None):  # ignored on purpose (nohup), or not Python's
+                previous[signum] = signal.signal(signum, note)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if arrived:
+            signum = arrived[0]
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            else:  # the default action (SIG_DFL): send it again, now that it is restored
+                os.kill(os.getpid(), signum)

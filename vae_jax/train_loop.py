@@ -24,7 +24,7 @@ from vae_jax.memory import check_bytes_fit, check_fits, tree_bytes
 from vae_jax.models import VAE
 from vae_jax.pixels import dequantize_examples, dequantizes, to_unit_float
 from vae_jax.rundir import RunFolder
-from vae_jax.signals import signal_of, stop_signals_raise
+from vae_jax.signals import signal_of, signals_deferred, stop_signals_raise
 from vae_jax.tensorboard_log import TensorBoardLog
 from vae_jax.streams import (BINARIZE_STREAM, DATA_STREAM, DEQUANTIZE_STREAM, EVAL_STREAM, INIT_STREAM, SAMPLES_STREAM,
                              TRAIN_STREAM)
@@ -332,13 +332,14 @@ def _train_epochs(config, folder, ckpt, vae, optimizer, state, base_key, saved_e
                       **{f"train_{k}": v for k, v in in_probability(train_metrics).items()},
                       **{f"valid_{k}": v for k, v in in_probability(valid_metrics).items()},
                       "seconds": seconds, "examples_per_second": steps_per_epoch * tc.batch_size / seconds}
-            if parallel.is_primary():
-                folder.append_metrics(record)
+            with signals_deferred():  # the record and its state change together: a stop saves the state logged
+                if parallel.is_primary():
+                    folder.append_metrics(record)
+                state = new_state
             if curves is not None:
                 curves.scalars(record)
                 if sample_means is not None and curves.wants_images(epoch, tc.epochs):
                     curves.image_grid("samples", sample_means(new_state.params), epoch)
-            state = new_state
             bar.set_postfix(train_elbo=f"{record['train_elbo']:.2f}", valid_elbo=f"{record['valid_elbo']:.2f}")
             if epoch % tc.checkpoint_every == 0 or epoch == tc.epochs:
                 ckpt.save(state, base_key, config.to_dict(), epoch, record)
