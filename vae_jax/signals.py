@@ -40,22 +40,30 @@ def _raise_interrupted(signum, frame):
 
 
 @contextlib.contextmanager
-def stop_signals_raise():
-    """Within the block, SIGTERM and SIGHUP raise :class:`Interrupted`; the previous handlers come back
-    after it. Outside the main thread (where Python cannot set handlers) it changes nothing."""
+def _handled_by(signums, handler):
+    """Within the block ``handler`` handles each of ``signums`` except those ignored on purpose (SIG_IGN, as
+    under nohup) or not set from Python; yields the handlers it replaced ({signum: handler}) and puts them back
+    after. Outside the main thread (where Python cannot set handlers) it changes nothing."""
     previous = {}
     try:
-        for signum in STOP_SIGNALS:
-            if signal.getsignal(signum) is signal.SIG_IGN:  # ignored on purpose (nohup): keep it so
-                continue
-            previous[signum] = signal.signal(signum, _raise_interrupted)
+        for signum in signums:
+            if signal.getsignal(signum) not in (signal.SIG_IGN, None):
+                previous[signum] = signal.signal(signum, handler)
     except ValueError:  # not the main thread: leave signals alone
         pass
     try:
-        yield
+        yield previous
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def stop_signals_raise():
+    """Within the block, SIGTERM and SIGHUP raise :class:`Interrupted`; the previous handlers come back
+    after it. Outside the main thread (where Python cannot set handlers) it changes nothing."""
+    with _handled_by(STOP_SIGNALS, _raise_interrupted):
+        yield
 
 
 def signal_of(interrupt: KeyboardInterrupt) -> signal.Signals:
@@ -68,26 +76,12 @@ def signals_deferred():
     """Within the block, SIGINT, SIGTERM and SIGHUP are only noted; the first that arrived goes to its handler
     when the block ends. For a few steps that must happen together (a state and its record). Outside the main
     thread (where Python cannot set handlers) it changes nothing."""
-    arrived, previous = [], {}
-
-    def note(signum, frame):
-        arrived.append(signum)
-
-    try:
-        for signum in (signal.SIGINT, *STOP_SIGNALS):
-            if signal.getsignal(signum) not in (signal.SIG_IGN, None):  # ignored on purpose (nohup), or not Python's
-                previous[signum] = signal.signal(signum, note)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
-    try:
+    arrived = []
+    with _handled_by((signal.SIGINT, *STOP_SIGNALS), lambda signum, frame: arrived.append(signum)) as previous:
         yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if arrived:
-            signum = arrived[0]
-            handler = previous[signum]
-            if callable(handler):
-                handler(signum, None)
-            else:  # the default action (SIG_DFL): send it again, now that it is restored
-                os.kill(os.getpid(), signum)
+    if arrived:
+        signum, handler = arrived[0], previous[arrived[0]]
+        if callable(handler):
+            handler(signum, None)
+        else:  # the default action (SIG_DFL): send it again, now that it is restored
+            os.kill(os.getpid(), signum)
