@@ -455,22 +455,33 @@ def _proposal(centres, log_weights, chol, chol_inv, mean, wide_chol, wide_chol_i
 
     num_fits, m, k = centres.shape
 
-    def log_normals(z, centres, inverse):  # log N(z; c_j, L L^T) [M] for centres [M, K], with L^-1 = inverse
-        y = (z - centres) @ inverse.T  # [M, K]: standardized offsets
+    def log_normals(z, white_centres, inverse):  # log N(z; c_j, L L^T) [M], given L^-1 = inverse, L^-1 c_j [M, K]
+        y = inverse @ z - white_centres  # [M, K]: standardized offsets L^-1 (z - c_j)
         return jax.vmap(standard_normal_log_prob)(y) + jnp.sum(jnp.log(jnp.abs(jnp.diag(inverse))))
 
     each_fit = jax.vmap(log_normals, in_axes=(None, 0, 0))  # over the C fits
+    # The centres standardized once per fit ([C, M, K]; the fit is shared by every particle it moves), so each
+    # density costs one K x K product and M K subtractions, not M of them.
+    white_centres = jnp.einsum("cjk,cmk->cmj", chol_inv, centres)
+    white_means = jnp.einsum("cjk,ck->cj", wide_chol_inv, mean)[:, None]
 
     def log_density(z):
-        kde = logsumexp(log_weights + each_fit(z, centres, chol_inv))
-        gaussian = logsumexp(each_fit(z, mean[:, None], wide_chol_inv)) - jnp.log(num_fits)
+        kde = logsumexp(log_weights + each_fit(z, white_centres, chol_inv))
+        gaussian = logsumexp(each_fit(z, white_means, wide_chol_inv)) - jnp.log(num_fits)
         fitted = jnp.logaddexp(kde, gaussian) - jnp.log(2.0)
         return jnp.logaddexp(jnp.log1p(-defensive) + fitted, jnp.log(defensive) + standard_normal_log_prob(z))
+
+    # The kernels' cumulative weights [C M], once per fit: a draw picks kernel i with probability w_i by one
+    # uniform u and the first i whose cumulative weight exceeds u (a categorical draw by Gumbel noise would
+    # take C M random numbers per draw, most of a move's time).
+    cumulative = jnp.cumsum(jnp.exp(log_weights.reshape(-1) - jnp.max(log_weights)))
 
     def draw(key):
         pick, which, half, kernel_key, wide_key = jax.random.split(key, 5)
         eps = jax.random.normal(kernel_key, (k,), centres.dtype)
-        c, j = jnp.divmod(jax.random.categorical(which, log_weights.reshape(-1)), m)
+        u = jax.random.uniform(which, (), cumulative.dtype) * cumulative[-1]
+        kernel = jnp.minimum(jnp.searchsorted(cumulative, u, side="right"), num_fits * m - 1)
+        c, j = jnp.divmod(kernel, m)
         kde = centres[c, j] + chol[c] @ eps
         g = jax.random.randint(jax.random.fold_in(key, 1), (), 0, num_fits)  # its own stream: C = 1 draws as before
         fitted = jnp.where(jax.random.uniform(half) < 0.5, kde, mean[g] + wide_chol[g] @ eps)
