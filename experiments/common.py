@@ -17,10 +17,22 @@ from vae_jax.rundir import write_atomic, write_json
 from vae_jax.signals import signal_of, stop_signals_raise
 
 
+def cpu_model() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo), else what ``platform`` knows: XLA's CPU code depends
+    on the processor, so the last bits of a result (and a trained model) can differ between two of them."""
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+        info = {key.strip(): value.strip() for key, value in info.items()}
+        vector = [f for f in ("avx", "avx2", "fma", "avx512f") if f in info.get("flags", "").split()]
+        return f"{info['model name']} ({', '.join(vector)})"
+    except (OSError, KeyError):
+        return platform.processor() or platform.machine()
+
+
 def run_meta(settings: dict, seconds: float) -> dict:
     """Settings, wall time, machine and software versions, recorded with every result."""
     return {"settings": settings, "seconds": seconds, "machine": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "cpu_count": __import__("os").cpu_count(),
+            "processor": cpu_model(), "cpu_count": __import__("os").cpu_count(),
             "devices": [str(d) for d in jax.devices()],
             "versions": {"vae_jax": vae_jax.__version__, "jax": jax.__version__, "numpy": np.__version__,
                          "python": platform.python_version()}}

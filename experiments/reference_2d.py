@@ -206,7 +206,8 @@ def compare(vae, params, images, settings, methods=METHODS[:2], starts=STARTS[:2
         truth, bound = grid_error_estimate(lambda xs, z: vae.log_likelihood_matrix(params, xs, z), images,
                                            num_points=settings["grid_points"])
         truth = np.asarray(truth)
-        out["quadrature"] = {"mean": float(truth.mean()), "max_abs_error": float(np.max(bound))}
+        out["quadrature"] = {"mean": float(truth.mean()), "max_abs_error": float(np.max(bound)),
+                             "per_example": truth.tolist()}
     else:
         truth = np.max([r["values"] for r in runs], axis=0)
     out["methods"] = [{"method": r["method"], "start": r["start"], "cost": r["cost"], "seconds": r["seconds"],

@@ -104,6 +104,9 @@ def test_estimator_comparison_quick(shared_data, data_dir, tmp_path, monkeypatch
     for m in ref["methods"]:
         assert len(m["per_example"]) == 6 and m["error"]["num_examples"] == 6  # --num-examples
         assert abs(m["error"]["mean"] - (m["mean"] - ref["quadrature"]["mean"])) < 1e-4
+        # The truth is saved image by image, so every summary of the errors can be recomputed from the JSON.
+        errors = np.array(m["per_example"]) - np.array(ref["quadrature"]["per_example"])
+        assert m["error"]["median"] == pytest.approx(np.median(errors), abs=1e-4)
     assert "| 2 | smc | q |" in (tmp_path / "ref" / "reference_2d.md").read_text()
     # SMC's independent kernel from the defensive start with the adaptive schedule, on the same images, saved in
     # parts of 2 images; an unknown method is refused.
