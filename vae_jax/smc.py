@@ -83,7 +83,8 @@ by step. On the 2-D model from q alone (4 runs each, 256 particles x 250 adaptiv
 A = 1.5 took 7.6 (image 87) and 7.4 (image 13) moves per temperature on average; within 0.1 nats of quadrature:
 image 87 4 / 4 runs (worst -0.055; with 5 moves 3 / 4, worst +0.452), image 13 3 / 4 (worst -0.106; with 5
 moves 2 / 4); 20 moves everywhere, at 4 times the cost, 4 / 4 on both. Over the 100 reference images from q
-alone, within 0.1 nats: 98 at A = 1.5 (5.19 moves per temperature) and 99 at A = 3 (7.10; README).
+alone, within 0.1 nats: 98 at A = 1.5 (5.19 moves per temperature) and 99 at A = 3 (7.10; README); on a
+second 2-D model trained by the same command, 98 at A = 3 and 100 at A = 3 with 512 particles.
 
 Schedule. ``schedule="sigmoid"`` is AIS's. ``schedule="adaptive"`` (independent kernel) spreads the counted
 run's T steps by the path's thermodynamic length: the standard deviation s(b) of the log-ratio term at each
